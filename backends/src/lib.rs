@@ -1,0 +1,3 @@
+//! Device-side code shared by the VMM and the daemons.
+
+pub mod engine;
