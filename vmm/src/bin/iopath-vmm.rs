@@ -1,1 +1,179 @@
-fn main(){}
+//! iopath-vmm: runs the bench guest with a job, or reports what this host can do.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use iopath_mailbox::{ExitKind, ExitsJob, Job, JobKind};
+use vmm::bench_vm::{self, BenchVmConfig};
+use vmm::check_host;
+use vmm::memory::RamConfig;
+use vmm::units::{parse_duration, parse_size};
+
+#[derive(Parser)]
+#[command(
+    name = "iopath-vmm",
+    version,
+    about = "The iopath VMM: runs the bench guest on KVM"
+)]
+struct Args {
+    /// Report the host kind, KVM capabilities, IOMMU/VFIO, io_uring and hugepages, then exit.
+    #[arg(long)]
+    check_host: bool,
+    /// With --check-host: print JSON instead of a table.
+    #[arg(long, requires = "check_host")]
+    json: bool,
+    /// The bench guest ELF.
+    #[arg(long, required_unless_present = "check_host")]
+    guest: Option<PathBuf>,
+    /// The job: `exits`, or a raw job number.
+    #[arg(long, default_value = "exits")]
+    job: String,
+    /// Guest RAM (e.g. 128M, 1G).
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    memory: u64,
+    /// Back guest RAM with 2 MiB hugetlbfs pages.
+    #[arg(long)]
+    hugepages: bool,
+    /// Where the guest console goes: stdout, none, or a file path.
+    #[arg(long, default_value = "stdout")]
+    serial: String,
+    /// Give up if the guest has not finished after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+    /// Exits job: iterations per repetition.
+    #[arg(long, default_value_t = 2000)]
+    iterations: u32,
+    /// Exits job: repetitions (the fastest and the median are kept).
+    #[arg(long, default_value_t = 5)]
+    repetitions: u32,
+    /// Exits job: MiB of random page touches (a power of two; 0 skips it).
+    #[arg(long, default_value_t = 32)]
+    touch_mib: u32,
+    /// Print the results as JSON.
+    #[arg(long)]
+    results_json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("unknown job {0:?} (expected `exits` or a job number)")]
+    Job(String),
+    #[error("cannot read guest image {0}")]
+    Image(PathBuf, #[source] std::io::Error),
+    #[error("cannot open serial output {0}")]
+    Serial(String, #[source] std::io::Error),
+    #[error("run")]
+    Run(#[source] bench_vm::Error),
+    #[error("writing JSON failed")]
+    Json(#[source] serde_json::Error),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The `run` wrapper adds nothing a user needs: print from the cause.
+            let shown: &dyn std::error::Error = match &e {
+                Error::Run(inner) => inner,
+                other => other,
+            };
+            eprintln!("iopath-vmm: error: {}", vmm::error_chain(shown));
+            if let Some(tail) = match &e {
+                Error::Run(inner) => inner.console_tail(),
+                _ => None,
+            } {
+                if !tail.is_empty() {
+                    eprintln!("iopath-vmm: last guest console lines:\n{tail}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Error> {
+    if args.check_host {
+        let report = check_host::check();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).map_err(Error::Json)?
+            );
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
+    let kind = match args.job.as_str() {
+        "exits" => JobKind::Exits as u32,
+        n => n.parse::<u32>().map_err(|_| Error::Job(n.to_string()))?,
+    };
+    let path = args.guest.unwrap_or_default();
+    let image = fs::read(&path).map_err(|e| Error::Image(path.clone(), e))?;
+    let console: Option<Box<dyn std::io::Write + Send>> = match args.serial.as_str() {
+        "stdout" => Some(Box::new(std::io::stdout())),
+        "none" => None,
+        file => Some(Box::new(
+            fs::File::create(file).map_err(|e| Error::Serial(file.to_string(), e))?,
+        )),
+    };
+    let job = Job {
+        kind,
+        seed: 1,
+        exits: ExitsJob {
+            iterations: args.iterations,
+            repetitions: args.repetitions,
+            touch_mib: args.touch_mib,
+            _pad: 0,
+        },
+        ..Job::default()
+    };
+    let run = bench_vm::run(BenchVmConfig {
+        ram: RamConfig {
+            size: args.memory,
+            hugepages: args.hugepages,
+        },
+        image,
+        job,
+        timeout: args.timeout,
+        console,
+    })
+    .map_err(Error::Run)?;
+    let tsc_khz = run.mailbox.job.tsc_khz.max(1) as f64;
+    if args.results_json {
+        let rows: Vec<_> = ExitKind::ALL
+            .iter()
+            .map(|k| {
+                let s = run.mailbox.exits.kinds[*k as usize];
+                serde_json::json!({
+                    "kind": k.name(),
+                    "iterations": s.iterations,
+                    "min_ns": s.min_per_iter().map(|t| t * 1e6 / tsc_khz),
+                    "median_ns": s.median_per_iter().map(|t| t * 1e6 / tsc_khz),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "tsc_khz": run.mailbox.job.tsc_khz,
+            "startup_ms": run.startup.as_secs_f64() * 1e3,
+            "exits": rows,
+            "vm_exits": run.exits,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(Error::Json)?
+        );
+    } else {
+        eprintln!(
+            "iopath-vmm: guest done in {:.1} ms ({} exits to userspace, started in {:.2} ms)",
+            run.guest_time.as_secs_f64() * 1e3,
+            run.exits.total(),
+            run.startup.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Access to the mailbox page. The VMM reads it while the guest runs, so every access is
+//! volatile.
+
+use iopath_mailbox::{layout::MAILBOX_GPA, ExitResults, Job, Mailbox, Status};
+
+fn mailbox() -> *mut Mailbox {
+    MAILBOX_GPA as *mut Mailbox
+}
+
+/// Returns the job if the mailbox is one this guest understands, and marks it running.
+pub fn take_job() -> Option<Job> {
+    // SAFETY: the VMM identity maps the mailbox page at MAILBOX_GPA, user-accessible.
+    let m = unsafe { core::ptr::read_volatile(mailbox()) };
+    if !m.is_valid() {
+        return None;
+    }
+    set_status(Status::Running, iopath_mailbox::error::NONE);
+    Some(m.job)
+}
+
+pub fn set_status(status: Status, code: u32) {
+    // SAFETY: as in `take_job`; the fields are naturally aligned.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*mailbox()).error), code);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*mailbox()).status), status as u32);
+    }
+}
+
+pub fn put_exit_results(results: &ExitResults) {
+    // SAFETY: as in `take_job`.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*mailbox()).exits), *results) };
+}

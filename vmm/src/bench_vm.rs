@@ -1,0 +1,235 @@
+//! One bench-guest run: a fresh VM with the bench devices, the guest loaded with a job, run to
+//! completion or time-out, results read back from the mailbox.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use iopath_mailbox::io::{
+    DONE_PORT, MMIO_IOEVENTFD_GPA, MMIO_PROBE_GPA, PIO_PROBE_PORT, UART_PORT,
+};
+use iopath_mailbox::layout::TOUCH_GPA;
+use iopath_mailbox::{error as guest_error, Job, Mailbox, Status};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::boot::bench_guest;
+use crate::bus::{self, Bus};
+use crate::devices::done::{DonePort, DoneSignal};
+use crate::devices::probe::ExitProbe;
+use crate::devices::serial::{ConsoleSink, IrqTrigger, Serial};
+use crate::memory::RamConfig;
+use crate::vcpu::{self, ExitCounters, ExitCounts, Vcpu, VcpuShared};
+use crate::vm::{self, Vm};
+
+/// COM1's interrupt line.
+const COM1_GSI: u32 = 4;
+/// How many lines of the guest console an error quotes.
+const LOG_LINES: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating the VM failed")]
+    Vm(#[source] vm::Error),
+    #[error("creating an eventfd failed")]
+    EventFd(#[source] std::io::Error),
+    #[error("placing a device failed")]
+    Bus(#[source] bus::Error),
+    #[error("the job needs {need} MiB of guest RAM, the VM has {have} MiB")]
+    RamTooSmall { need: u64, have: u64 },
+    #[error("loading the bench guest failed")]
+    Load(#[source] bench_guest::Error),
+    #[error("vCPU")]
+    Vcpu(#[source] vcpu::Error),
+    #[error("installing the vCPU kick signal handler failed (errno {0})")]
+    Signal(i32),
+    #[error("spawning the vCPU thread failed")]
+    Spawn(#[source] std::io::Error),
+    #[error("the vCPU thread panicked")]
+    VcpuPanic,
+    #[error("guest did not signal done within {0:?}")]
+    Timeout(Duration, String),
+    #[error("guest failed: {reason}")]
+    GuestFailed { reason: &'static str, log: String },
+    #[error("guest stopped with status {0:#x} but left no valid mailbox")]
+    BadMailbox(u32),
+}
+
+impl Error {
+    /// The last lines the guest printed, for errors that come from the guest.
+    pub fn console_tail(&self) -> Option<&str> {
+        match self {
+            Error::Timeout(_, log) | Error::GuestFailed { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+}
+
+/// What to run.
+pub struct BenchVmConfig {
+    pub ram: RamConfig,
+    /// The bench guest ELF.
+    pub image: Vec<u8>,
+    pub job: Job,
+    pub timeout: Duration,
+    /// Where the guest console goes besides the kept tail (stdout, a file, or nowhere).
+    pub console: Option<Box<dyn Write + Send>>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct BenchRun {
+    pub mailbox: Mailbox,
+    pub exits: ExitCounts,
+    /// From the start of `run` to the first KVM_RUN.
+    pub startup: Duration,
+    /// From the first KVM_RUN to the guest's done signal.
+    pub guest_time: Duration,
+    pub console: String,
+}
+
+pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
+    let t0 = Instant::now();
+    let touch = u64::from(cfg.job.exits.touch_mib) << 20;
+    if touch > 0 && cfg.ram.size < TOUCH_GPA + touch {
+        return Err(Error::RamTooSmall {
+            need: (TOUCH_GPA + touch) >> 20,
+            have: cfg.ram.size >> 20,
+        });
+    }
+    install_kick_handler()?;
+    let vm = Vm::new(cfg.ram).map_err(Error::Vm)?;
+
+    let done = DoneSignal::new();
+    let sink = ConsoleSink::new(cfg.console);
+    let console = sink.tail();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.register_irqfd(&serial_irq, COM1_GSI)
+        .map_err(Error::Vm)?;
+    // Writes to the ioeventfd probe never reach userspace; the eventfd just counts them.
+    let probe_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.register_mmio_ioevent(&probe_evt, MMIO_IOEVENTFD_GPA)
+        .map_err(Error::Vm)?;
+
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    pio.insert(
+        Arc::new(Mutex::new(Serial::new(IrqTrigger(serial_irq), sink))),
+        UART_PORT as u64,
+        8,
+    )
+    .map_err(Error::Bus)?;
+    pio.insert(
+        Arc::new(Mutex::new(DonePort::new(done.clone()))),
+        DONE_PORT as u64,
+        4,
+    )
+    .map_err(Error::Bus)?;
+    pio.insert(
+        Arc::new(Mutex::new(ExitProbe::new())),
+        PIO_PROBE_PORT as u64,
+        4,
+    )
+    .map_err(Error::Bus)?;
+    // Reads of the ioeventfd page still exit; the probe answers them.
+    mmio.insert(
+        Arc::new(Mutex::new(ExitProbe::new())),
+        MMIO_PROBE_GPA,
+        0x2000,
+    )
+    .map_err(Error::Bus)?;
+
+    let shared = VcpuShared {
+        pio,
+        mmio,
+        counters: Arc::new(ExitCounters::default()),
+        done: done.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        entered: Arc::new(OnceLock::new()),
+    };
+    let vcpu = Vcpu::new(&vm, 0, shared.clone()).map_err(Error::Vcpu)?;
+    let mut job = cfg.job;
+    job.tsc_khz = vcpu.tsc_khz().map_or(0, u64::from);
+    let entry = bench_guest::load(
+        vm.ram().memory(),
+        vm.ram().size(),
+        &cfg.image,
+        &Mailbox::new(job),
+    )
+    .map_err(Error::Load)?;
+    vcpu.enter_bench_guest(entry).map_err(Error::Vcpu)?;
+
+    let handle = thread::Builder::new()
+        .name("vcpu0".into())
+        .spawn(move || vcpu.run())
+        .map_err(Error::Spawn)?;
+    // The vCPU thread returns on done, on a guest failure, or when stopped: wait for whichever
+    // comes first, without letting a guest that never signals hang us.
+    let status = wait_for_guest(&done, &handle, cfg.timeout);
+    shared.stop.store(true, Ordering::Release);
+    while !handle.is_finished() {
+        // A polling guest never exits on its own: interrupt KVM_RUN until the thread sees `stop`.
+        let _ = handle.kill(SIGRTMIN());
+        thread::sleep(Duration::from_millis(1));
+    }
+    let vcpu_result = handle.join().map_err(|_| Error::VcpuPanic)?;
+    let log = || console.last_lines(LOG_LINES);
+    let entered = shared.entered.get().copied();
+    if let Err(e) = vcpu_result {
+        return Err(Error::Vcpu(e));
+    }
+    let Some(status) = status else {
+        return Err(Error::Timeout(cfg.timeout, log()));
+    };
+    let mailbox = bench_guest::read_mailbox(vm.ram().memory()).map_err(Error::Load)?;
+    if !mailbox.is_valid() {
+        return Err(Error::BadMailbox(status));
+    }
+    if Status::from_raw(mailbox.status) != Some(Status::Done) {
+        return Err(Error::GuestFailed {
+            reason: guest_error::describe(mailbox.error),
+            log: log(),
+        });
+    }
+    let done_at = Instant::now();
+    let entered = entered.unwrap_or(done_at);
+    Ok(BenchRun {
+        mailbox,
+        exits: shared.counters.snapshot(),
+        startup: entered.duration_since(t0),
+        guest_time: done_at.duration_since(entered),
+        console: console.text(),
+    })
+}
+
+/// Waits for the done signal, returning early if the vCPU thread ends first (a guest fault).
+fn wait_for_guest<T>(
+    done: &DoneSignal,
+    handle: &thread::JoinHandle<T>,
+    timeout: Duration,
+) -> Option<u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return done.get();
+        }
+        if let Some(s) = done.wait((deadline - now).min(Duration::from_millis(50))) {
+            return Some(s);
+        }
+        if handle.is_finished() {
+            return done.get();
+        }
+    }
+}
+
+/// KVM_RUN returns EINTR when the vCPU thread takes a signal; the handler itself does nothing.
+fn install_kick_handler() -> Result<(), Error> {
+    static RESULT: OnceLock<Result<(), i32>> = OnceLock::new();
+    extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+    RESULT
+        .get_or_init(|| register_signal_handler(SIGRTMIN(), kick).map_err(|e| e.errno()))
+        .map_err(Error::Signal)
+}

@@ -1,0 +1,4 @@
+//! Getting a guest to its first instruction.
+
+pub mod bench_guest;
+pub mod long_mode;

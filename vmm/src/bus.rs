@@ -1,0 +1,159 @@
+//! The PIO and MMIO buses: address ranges mapped to devices.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// A device on a bus. `offset` is relative to the start of the range it was inserted at.
+pub trait BusDevice: Send {
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    fn write(&mut self, offset: u64, data: &[u8]);
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("bus range {base:#x}+{len:#x} is empty or overlaps another device")]
+    Overlap { base: u64, len: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Range {
+    base: u64,
+    len: u64,
+}
+
+/// A set of non-overlapping device ranges.
+#[derive(Clone, Default)]
+pub struct Bus {
+    devices: BTreeMap<Range, Arc<Mutex<dyn BusDevice>>>,
+}
+
+impl Bus {
+    pub fn new() -> Bus {
+        Bus::default()
+    }
+
+    pub fn insert(
+        &mut self,
+        device: Arc<Mutex<dyn BusDevice>>,
+        base: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        let end = base
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(Error::Overlap { base, len })?;
+        let clash = self
+            .devices
+            .keys()
+            .any(|r| base < r.base + r.len && r.base < end);
+        if clash {
+            return Err(Error::Overlap { base, len });
+        }
+        self.devices.insert(Range { base, len }, device);
+        Ok(())
+    }
+
+    fn find(&self, addr: u64) -> Option<(u64, &Arc<Mutex<dyn BusDevice>>)> {
+        let (range, dev) = self
+            .devices
+            .range(
+                ..=Range {
+                    base: addr,
+                    len: u64::MAX,
+                },
+            )
+            .next_back()?;
+        (addr - range.base < range.len).then_some((addr - range.base, dev))
+    }
+
+    /// Dispatches a read; returns false (and leaves `data` as all ones, like an unclaimed
+    /// bus) when no device claims `addr`.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        match self.find(addr) {
+            Some((offset, dev)) => {
+                lock(dev).read(offset, data);
+                true
+            }
+            None => {
+                data.fill(0xff);
+                false
+            }
+        }
+    }
+
+    /// Dispatches a write; returns false when no device claims `addr`.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        match self.find(addr) {
+            Some((offset, dev)) => {
+                lock(dev).write(offset, data);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A device whose lock was poisoned by a panic on another vCPU is still usable: its state is
+/// the device's own problem, and the VMM must keep serving the other devices.
+fn lock(dev: &Mutex<dyn BusDevice>) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
+    dev.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl BusDevice for Recorder {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.writes.push((offset, data.to_vec()));
+        }
+    }
+
+    #[test]
+    fn dispatches_by_range_with_relative_offsets() {
+        let a = Arc::new(Mutex::new(Recorder::default()));
+        let b = Arc::new(Mutex::new(Recorder::default()));
+        let mut bus = Bus::new();
+        bus.insert(a.clone(), 0x100, 0x10).unwrap();
+        bus.insert(b.clone(), 0x110, 0x10).unwrap();
+        assert!(bus.write(0x10f, &[1]));
+        assert!(bus.write(0x110, &[2]));
+        let mut d = [0u8; 2];
+        assert!(bus.read(0x113, &mut d));
+        assert_eq!(d, [3, 3]);
+        assert_eq!(a.lock().unwrap().writes, vec![(0xf, vec![1])]);
+        assert_eq!(b.lock().unwrap().writes, vec![(0, vec![2])]);
+    }
+
+    #[test]
+    fn unclaimed_addresses_read_as_ones() {
+        let mut bus = Bus::new();
+        bus.insert(Arc::new(Mutex::new(Recorder::default())), 0x100, 0x10)
+            .unwrap();
+        let mut d = [0u8; 4];
+        assert!(!bus.read(0xff, &mut d));
+        assert_eq!(d, [0xff; 4]);
+        assert!(!bus.read(0x110, &mut d));
+        assert!(!bus.write(0x0, &[0]));
+    }
+
+    #[test]
+    fn overlapping_and_empty_ranges_are_rejected() {
+        let mut bus = Bus::new();
+        let dev = || Arc::new(Mutex::new(Recorder::default()));
+        bus.insert(dev(), 0x100, 0x10).unwrap();
+        assert!(bus.insert(dev(), 0xf8, 0x10).is_err());
+        assert!(bus.insert(dev(), 0x10f, 1).is_err());
+        assert!(bus.insert(dev(), 0x200, 0).is_err());
+        assert!(bus.insert(dev(), u64::MAX, 2).is_err());
+        bus.insert(dev(), 0x110, 1).unwrap();
+    }
+}

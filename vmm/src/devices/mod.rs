@@ -1,0 +1,5 @@
+//! Device models on the VMM's buses.
+
+pub mod done;
+pub mod probe;
+pub mod serial;

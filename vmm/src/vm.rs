@@ -1,0 +1,96 @@
+//! The KVM VM: in-kernel irqchip, guest RAM slots, ioeventfds and irqfds.
+
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::{self, GuestRam, RamConfig};
+
+/// Where KVM may put the three pages Intel's real-mode emulation needs: just below the BIOS.
+const TSS_ADDRESS: usize = 0xfffb_d000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    #[error("KVM API version {0} is not 12")]
+    ApiVersion(i32),
+    #[error("creating the VM failed")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("setting the TSS address failed")]
+    TssAddress(#[source] kvm_ioctls::Error),
+    #[error("creating the in-kernel irqchip failed")]
+    IrqChip(#[source] kvm_ioctls::Error),
+    #[error("guest RAM")]
+    Ram(#[source] memory::Error),
+    #[error("registering guest RAM slot {0} failed")]
+    MemorySlot(u32, #[source] kvm_ioctls::Error),
+    #[error("registering an ioeventfd at {0:?} failed")]
+    IoEvent(IoEventAddress, #[source] kvm_ioctls::Error),
+    #[error("registering an irqfd for GSI {0} failed")]
+    Irqfd(u32, #[source] kvm_ioctls::Error),
+}
+
+pub struct Vm {
+    kvm: Kvm,
+    fd: VmFd,
+    ram: GuestRam,
+}
+
+impl Vm {
+    pub fn new(ram: RamConfig) -> Result<Vm, Error> {
+        let kvm = Kvm::new().map_err(Error::OpenKvm)?;
+        let api = kvm.get_api_version();
+        if api != kvm_bindings::KVM_API_VERSION as i32 {
+            return Err(Error::ApiVersion(api));
+        }
+        let fd = kvm.create_vm().map_err(Error::CreateVm)?;
+        fd.set_tss_address(TSS_ADDRESS).map_err(Error::TssAddress)?;
+        fd.create_irq_chip().map_err(Error::IrqChip)?;
+        let ram = GuestRam::new(ram).map_err(Error::Ram)?;
+        for (slot, region) in ram.memory().iter().enumerate() {
+            let slot = slot as u32;
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|_| Error::MemorySlot(slot, kvm_ioctls::Error::new(libc::EFAULT)))?;
+            let desc = kvm_bindings::kvm_userspace_memory_region {
+                slot,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+                flags: 0,
+            };
+            // SAFETY: the region is a live mapping owned by `ram`, which lives as long as the VM
+            // fd (both are fields of `Vm`, and the VM fd is dropped first).
+            unsafe { fd.set_user_memory_region(desc) }.map_err(|e| Error::MemorySlot(slot, e))?;
+        }
+        Ok(Vm { kvm, fd, ram })
+    }
+
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// Writes to `gpa` signal `evt` inside KVM instead of exiting to userspace.
+    pub fn register_mmio_ioevent(&self, evt: &EventFd, gpa: u64) -> Result<(), Error> {
+        let addr = IoEventAddress::Mmio(gpa);
+        self.fd
+            .register_ioevent(evt, &addr, NoDatamatch)
+            .map_err(|e| Error::IoEvent(addr, e))
+    }
+
+    /// Signalling `evt` raises `gsi` on the in-kernel irqchip.
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), Error> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(|e| Error::Irqfd(gsi, e))
+    }
+}
