@@ -6,19 +6,45 @@ pub mod boot;
 pub mod bus;
 pub mod check_host;
 pub mod devices;
+pub mod guest_image;
 pub mod memory;
 pub mod units;
 pub mod vcpu;
 pub mod vm;
 
-/// One line: an error and each of its causes, as binaries print it.
+/// One line: an error and each of its causes, as binaries print it. A cause whose text its
+/// parent already printed (some crates repeat their source in their message) is skipped.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cause = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("loading failed")]
+        Load(#[source] Middle),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Middle {
+        #[error("bad image: {0}")]
+        Image(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn error_chain_joins_causes_once() {
+        let e = Outer::Load(Middle::Image(std::io::Error::other("no magic")));
+        assert_eq!(super::error_chain(&e), "loading failed: bad image: no magic");
+    }
 }

@@ -108,7 +108,7 @@ fn memfd(hugepages: bool) -> Result<File, Error> {
 
 #[cfg(test)]
 mod tests {
-    use vm_memory::{Bytes, GuestMemory};
+    use vm_memory::{Bytes, GuestMemoryBackend};
 
     use super::*;
 

@@ -24,8 +24,8 @@ struct Args {
     /// With --check-host: print JSON instead of a table.
     #[arg(long, requires = "check_host")]
     json: bool,
-    /// The bench guest ELF.
-    #[arg(long, required_unless_present = "check_host")]
+    /// A bench guest ELF to run instead of the embedded one.
+    #[arg(long)]
     guest: Option<PathBuf>,
     /// The job: `exits`, or a raw job number.
     #[arg(long, default_value = "exits")]
@@ -68,11 +68,15 @@ enum Error {
     Run(#[source] bench_vm::Error),
     #[error("writing JSON failed")]
     Json(#[source] serde_json::Error),
+    #[error("writing to stdout failed")]
+    Stdout(#[source] std::io::Error),
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
+    // The console tail is worth showing only if it did not already go to the terminal.
+    let console_shown = args.serial == "stdout";
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -86,7 +90,7 @@ fn main() -> ExitCode {
                 Error::Run(inner) => inner.console_tail(),
                 _ => None,
             } {
-                if !tail.is_empty() {
+                if !tail.is_empty() && !console_shown {
                     eprintln!("iopath-vmm: last guest console lines:\n{tail}");
                 }
             }
@@ -99,12 +103,9 @@ fn run(args: Args) -> Result<(), Error> {
     if args.check_host {
         let report = check_host::check();
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(Error::Json)?
-            );
+            out(&serde_json::to_string_pretty(&report).map_err(Error::Json)?)?;
         } else {
-            print!("{}", report.table());
+            out(report.table().trim_end())?;
         }
         return Ok(());
     }
@@ -112,8 +113,10 @@ fn run(args: Args) -> Result<(), Error> {
         "exits" => JobKind::Exits as u32,
         n => n.parse::<u32>().map_err(|_| Error::Job(n.to_string()))?,
     };
-    let path = args.guest.unwrap_or_default();
-    let image = fs::read(&path).map_err(|e| Error::Image(path.clone(), e))?;
+    let image = match &args.guest {
+        Some(path) => fs::read(path).map_err(|e| Error::Image(path.clone(), e))?,
+        None => vmm::guest_image::BENCH_GUEST.to_vec(),
+    };
     let console: Option<Box<dyn std::io::Write + Send>> = match args.serial.as_str() {
         "stdout" => Some(Box::new(std::io::stdout())),
         "none" => None,
@@ -163,10 +166,7 @@ fn run(args: Args) -> Result<(), Error> {
             "exits": rows,
             "vm_exits": run.exits,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(Error::Json)?
-        );
+        out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;
     } else {
         eprintln!(
             "iopath-vmm: guest done in {:.1} ms ({} exits to userspace, started in {:.2} ms)",
@@ -176,4 +176,10 @@ fn run(args: Args) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Prints a line to stdout; a closed pipe is an error, not a panic.
+fn out(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{text}").map_err(Error::Stdout)
 }

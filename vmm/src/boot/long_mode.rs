@@ -168,7 +168,7 @@ pub fn fpu() -> kvm_fpu {
 
 #[cfg(test)]
 mod tests {
-    use vm_memory::GuestMemory;
+    use vm_memory::GuestMemoryBackend;
 
     use super::*;
 
