@@ -8,7 +8,10 @@
 
 /// "IOPM" little-endian.
 pub const MAGIC: u32 = 0x4d50_4f49;
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+pub mod histogram;
+pub mod pattern;
 
 /// Guest-physical layout. Everything below `RAM_MIN` is identity mapped, user-accessible RAM.
 pub mod layout {
@@ -57,12 +60,15 @@ pub mod io {
 pub enum JobKind {
     /// Exit microbenchmarks and the memory-touch job.
     Exits = 1,
+    /// Block I/O through a PCI storage device.
+    Block = 2,
 }
 
 impl JobKind {
     pub fn from_raw(raw: u32) -> Option<JobKind> {
         match raw {
             1 => Some(JobKind::Exits),
+            2 => Some(JobKind::Block),
             _ => None,
         }
     }
@@ -98,6 +104,9 @@ pub mod error {
     pub const UNKNOWN_JOB: u32 = 2;
     pub const BAD_PARAMETER: u32 = 3;
     pub const PANIC: u32 = 4;
+    pub const NO_DEVICE: u32 = 5;
+    pub const DEVICE_ERROR: u32 = 6;
+    pub const VERIFY_FAILED: u32 = 7;
 
     pub fn describe(code: u32) -> &'static str {
         match code {
@@ -106,6 +115,9 @@ pub mod error {
             UNKNOWN_JOB => "the guest does not know this job kind",
             BAD_PARAMETER => "the guest rejected a job parameter",
             PANIC => "the guest panicked",
+            NO_DEVICE => "the guest found no device of the requested kind",
+            DEVICE_ERROR => "the device failed to initialise or returned an error status",
+            VERIFY_FAILED => "data read back differs from what was written",
             _ => "unknown guest error code",
         }
     }
@@ -170,6 +182,114 @@ pub struct ExitsJob {
     pub _pad: u32,
 }
 
+/// Which device a block job drives.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockDevice {
+    /// NVMe (PCI class 01:08:02), emulated or passed through.
+    Nvme = 1,
+    /// virtio-blk (PCI 1af4:1042), modern transport.
+    VirtioBlk = 2,
+}
+
+impl BlockDevice {
+    pub fn from_raw(raw: u32) -> Option<BlockDevice> {
+        match raw {
+            1 => Some(BlockDevice::Nvme),
+            2 => Some(BlockDevice::VirtioBlk),
+            _ => None,
+        }
+    }
+}
+
+/// The access pattern of a block job.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    RandRead = 0,
+    RandWrite = 1,
+    Read = 2,
+    Write = 3,
+    /// Writes [`pattern`] over the region, reads it back and compares; a mismatch fails the job.
+    Verify = 4,
+}
+
+impl Workload {
+    pub fn from_raw(raw: u32) -> Option<Workload> {
+        match raw {
+            0 => Some(Workload::RandRead),
+            1 => Some(Workload::RandWrite),
+            2 => Some(Workload::Read),
+            3 => Some(Workload::Write),
+            4 => Some(Workload::Verify),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::RandRead => "randread",
+            Workload::RandWrite => "randwrite",
+            Workload::Read => "read",
+            Workload::Write => "write",
+            Workload::Verify => "verify",
+        }
+    }
+}
+
+/// Parameters of a block job. The guest stops at `ops` operations or after `duration_ms`,
+/// whichever comes first (0 means no limit of that kind; one of them must be set, except for
+/// `Verify`, which covers `region_bytes` once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockJob {
+    /// A [`BlockDevice`] value.
+    pub device: u32,
+    /// A [`Workload`] value.
+    pub workload: u32,
+    /// Bytes per I/O, a multiple of the device's logical block size.
+    pub block_size: u32,
+    /// I/Os kept in flight.
+    pub queue_depth: u32,
+    pub ops: u64,
+    pub duration_ms: u64,
+    /// Bytes of the device the job covers from offset 0 (0: the whole device).
+    pub region_bytes: u64,
+}
+
+/// What a block job measured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockResults {
+    pub ops: u64,
+    pub bytes: u64,
+    /// Commands that completed with an error status.
+    pub errors: u64,
+    /// TSC ticks from the first submission to the last completion.
+    pub elapsed_ticks: u64,
+    /// Device geometry as the guest found it.
+    pub device_bytes: u64,
+    pub lba_bytes: u32,
+    pub _pad: u32,
+    /// Completion latency per I/O in TSC ticks, see [`histogram`].
+    pub latency: histogram::Histogram,
+}
+
+impl Default for BlockResults {
+    fn default() -> Self {
+        BlockResults {
+            ops: 0,
+            bytes: 0,
+            errors: 0,
+            elapsed_ticks: 0,
+            device_bytes: 0,
+            lba_bytes: 0,
+            _pad: 0,
+            latency: histogram::Histogram::new(),
+        }
+    }
+}
+
 /// The job, written by the VMM.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,6 +301,7 @@ pub struct Job {
     pub tsc_khz: u64,
     pub seed: u64,
     pub exits: ExitsJob,
+    pub block: BlockJob,
 }
 
 /// Ticks for one benchmark: `iterations` per repetition; the fastest and the median repetition.
@@ -223,6 +344,7 @@ pub struct Mailbox {
     /// An [`error`] code when `status` is `Failed`.
     pub error: u32,
     pub exits: ExitResults,
+    pub block: BlockResults,
 }
 
 impl Mailbox {
@@ -234,6 +356,7 @@ impl Mailbox {
             status: Status::Pending as u32,
             error: error::NONE,
             exits: ExitResults::default(),
+            block: BlockResults::default(),
         }
     }
 
@@ -269,7 +392,15 @@ const _: () = assert!(core::mem::size_of::<Mailbox>() as u64 <= layout::MAILBOX_
 // No hidden padding: `as_bytes` relies on it.
 const _: () = assert!(
     core::mem::size_of::<Mailbox>()
-        == 4 * 2 + core::mem::size_of::<Job>() + 4 * 2 + core::mem::size_of::<ExitResults>()
+        == 4 * 2
+            + core::mem::size_of::<Job>()
+            + 4 * 2
+            + core::mem::size_of::<ExitResults>()
+            + core::mem::size_of::<BlockResults>()
+);
+const _: () = assert!(
+    core::mem::size_of::<Job>()
+        == 8 * 3 + core::mem::size_of::<ExitsJob>() + core::mem::size_of::<BlockJob>()
 );
 
 #[cfg(test)]
@@ -313,6 +444,12 @@ mod tests {
     #[test]
     fn enums_round_trip_their_raw_values() {
         assert_eq!(JobKind::from_raw(1), Some(JobKind::Exits));
+        assert_eq!(JobKind::from_raw(2), Some(JobKind::Block));
+        for w in 0..5 {
+            assert_eq!(Workload::from_raw(w).map(|w| w as u32), Some(w));
+        }
+        assert_eq!(Workload::from_raw(5), None);
+        assert_eq!(BlockDevice::from_raw(2), Some(BlockDevice::VirtioBlk));
         assert_eq!(JobKind::from_raw(99), None);
         for s in [
             Status::Pending,
