@@ -29,7 +29,7 @@ pub extern "C" fn _start() -> ! {
             }
             Err(code) => finish(Status::Failed, code),
         },
-        None => {
+        Some(JobKind::Block) | None => {
             log!("unknown job kind {}", job.kind);
             finish(Status::Failed, error::UNKNOWN_JOB)
         }
