@@ -8,7 +8,9 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("vmm sits in the workspace root");
+    let root = manifest_dir
+        .parent()
+        .expect("vmm sits in the workspace root");
     let guest_dir = root.join("benches/guest");
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let target_dir = out.join("guest-target");
@@ -16,7 +18,10 @@ fn main() {
     for p in ["src", "guest.ld", "build.rs", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", guest_dir.join(p).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("mailbox/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("mailbox/src").display()
+    );
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -44,6 +49,10 @@ fn main() {
         panic!("building the bench guest failed: {status}");
     }
     let elf = target_dir.join("release/iopath-guest");
-    assert!(Path::new(&elf).exists(), "bench guest not found at {}", elf.display());
+    assert!(
+        Path::new(&elf).exists(),
+        "bench guest not found at {}",
+        elf.display()
+    );
     println!("cargo:rustc-env=IOPATH_GUEST_ELF={}", elf.display());
 }

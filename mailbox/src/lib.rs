@@ -259,7 +259,7 @@ pub struct BlockJob {
 
 /// What a block job measured.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockResults {
     pub ops: u64,
     pub bytes: u64,
@@ -275,20 +275,6 @@ pub struct BlockResults {
     pub latency: histogram::Histogram,
 }
 
-impl Default for BlockResults {
-    fn default() -> Self {
-        BlockResults {
-            ops: 0,
-            bytes: 0,
-            errors: 0,
-            elapsed_ticks: 0,
-            device_bytes: 0,
-            lba_bytes: 0,
-            _pad: 0,
-            latency: histogram::Histogram::new(),
-        }
-    }
-}
 
 /// The job, written by the VMM.
 #[repr(C)]

@@ -87,6 +87,8 @@ pub struct BenchRun {
     pub startup: Duration,
     /// From the first KVM_RUN to the guest's done signal.
     pub guest_time: Duration,
+    /// Resident memory of this process beyond guest RAM, sampled while the VM was alive (KiB).
+    pub rss_beyond_ram_kib: Option<u64>,
     pub console: String,
 }
 
@@ -168,6 +170,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
     // The vCPU thread returns on done, on a guest failure, or when stopped: wait for whichever
     // comes first, without letting a guest that never signals hang us.
     let status = wait_for_guest(&done, &handle, cfg.timeout);
+    let rss_beyond_ram_kib = rss_beyond_shared_memory();
     shared.stop.store(true, Ordering::Release);
     while !handle.is_finished() {
         // A polling guest never exits on its own: interrupt KVM_RUN until the thread sees `stop`.
@@ -200,6 +203,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
         exits: shared.counters.snapshot(),
         startup: entered.duration_since(t0),
         guest_time: done_at.duration_since(entered),
+        rss_beyond_ram_kib,
         console: console.text(),
     })
 }
@@ -223,6 +227,21 @@ fn wait_for_guest<T>(
             return done.get();
         }
     }
+}
+
+/// VmRSS less RssShmem: guest RAM is a shared memfd, so what remains is the VMM's own memory.
+fn rss_beyond_shared_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(kib("VmRSS:")?.saturating_sub(kib("RssShmem:")?))
 }
 
 /// KVM_RUN returns EINTR when the vCPU thread takes a signal; the handler itself does nothing.

@@ -45,6 +45,9 @@ mod tests {
     #[test]
     fn error_chain_joins_causes_once() {
         let e = Outer::Load(Middle::Image(std::io::Error::other("no magic")));
-        assert_eq!(super::error_chain(&e), "loading failed: bad image: no magic");
+        assert_eq!(
+            super::error_chain(&e),
+            "loading failed: bad image: no magic"
+        );
     }
 }

@@ -45,7 +45,7 @@ pub struct GuestRam {
 impl GuestRam {
     pub fn new(cfg: RamConfig) -> Result<GuestRam, Error> {
         let align = if cfg.hugepages { HUGE_PAGE } else { 4096 };
-        if cfg.size == 0 || cfg.size % align != 0 {
+        if cfg.size == 0 || !cfg.size.is_multiple_of(align) {
             return Err(Error::BadSize(cfg.size, align));
         }
         let file = memfd(cfg.hugepages)?;

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::boot::{bench_guest::Entry, long_mode};
 use crate::bus::Bus;
@@ -44,7 +44,7 @@ pub struct ExitCounters {
     pub unclaimed: AtomicU64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitCounts {
     pub pio_in: u64,
     pub pio_out: u64,

@@ -36,14 +36,21 @@ fn bench_guest_greets_and_measures_every_exit_kind() {
         return;
     }
     let run = bench_vm::run(BenchVmConfig {
-        ram: RamConfig { size: 128 << 20, hugepages: false },
+        ram: RamConfig {
+            size: 128 << 20,
+            hugepages: false,
+        },
         image: BENCH_GUEST.to_vec(),
         job: exits_job(16),
         timeout: Duration::from_secs(120),
         console: None,
     })
     .expect("bench guest run");
-    assert!(run.console.contains("iopath bench guest v"), "no greeting in: {}", run.console);
+    assert!(
+        run.console.contains("iopath bench guest v"),
+        "no greeting in: {}",
+        run.console
+    );
     let khz = run.mailbox.job.tsc_khz;
     assert!(khz > 0, "the VMM passes the TSC frequency");
     let ns = |k: ExitKind| {
@@ -71,12 +78,24 @@ fn bench_guest_greets_and_measures_every_exit_kind() {
 #[test]
 fn touch_area_larger_than_ram_is_refused_before_boot() {
     let e = bench_vm::run(BenchVmConfig {
-        ram: RamConfig { size: 64 << 20, hugepages: false },
+        ram: RamConfig {
+            size: 64 << 20,
+            hugepages: false,
+        },
         image: BENCH_GUEST.to_vec(),
         job: exits_job(64),
         timeout: Duration::from_secs(5),
         console: None,
     })
     .unwrap_err();
-    assert!(matches!(e, bench_vm::Error::RamTooSmall { need: 128, have: 64 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            bench_vm::Error::RamTooSmall {
+                need: 128,
+                have: 64
+            }
+        ),
+        "{e}"
+    );
 }

@@ -15,9 +15,16 @@ fn assert_one_error_line(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("iopath-vmm: error:")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("iopath-vmm: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains(needle), "expected {needle:?} in {:?}", errors[0]);
+    assert!(
+        errors[0].contains(needle),
+        "expected {needle:?} in {:?}",
+        errors[0]
+    );
 }
 
 fn kvm_or_skip() -> bool {
@@ -97,9 +104,19 @@ fn guest_that_never_signals_done_times_out() {
     let p = dir.path().join("spin.elf");
     std::fs::write(&p, spinning_elf()).unwrap();
     let start = std::time::Instant::now();
-    let out = vmm(&["--guest", p.to_str().unwrap(), "--timeout", "1s", "--serial", "none"]);
+    let out = vmm(&[
+        "--guest",
+        p.to_str().unwrap(),
+        "--timeout",
+        "1s",
+        "--serial",
+        "none",
+    ]);
     assert_one_error_line(&out, "guest did not signal done within 1s");
-    assert!(start.elapsed() < std::time::Duration::from_secs(30), "the time-out must end the run");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "the time-out must end the run"
+    );
 }
 
 #[test]
@@ -108,7 +125,10 @@ fn check_host_json_reports_kind_and_io_uring() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let kind = v["kind"].as_str().unwrap();
-    assert!(["vtx", "amd-v", "pvm", "kvm-unknown", "no-kvm"].contains(&kind), "{kind}");
+    assert!(
+        ["vtx", "amd-v", "pvm", "kvm-unknown", "no-kvm"].contains(&kind),
+        "{kind}"
+    );
     assert!(v["io_uring"].is_boolean() && v["vfio"].is_boolean());
     // On PVM hosts (our dev and CI machines) there is no VFIO and io_uring works.
     if Path::new("/sys/module/kvm_pvm").exists() {

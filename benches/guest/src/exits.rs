@@ -83,7 +83,7 @@ fn page_touch(mib: u64, reps: usize, seed: u64) -> (TickStats, TickStats) {
     let pages = mib * (1 << 20) / PAGE;
     // An odd stride is coprime to the power-of-two page count, so `i * stride` visits every
     // page once per pass, in an order the prefetcher cannot follow.
-    let stride = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1) % pages | 1;
+    let stride = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) % pages) | 1;
     let touch = |i: u64| {
         let page = i.wrapping_mul(stride) & (pages - 1);
         // SAFETY: the VMM gives the guest RAM up to TOUCH_GPA + touch_mib MiB, identity mapped.

@@ -163,6 +163,7 @@ fn run(args: Args) -> Result<(), Error> {
         let doc = serde_json::json!({
             "tsc_khz": run.mailbox.job.tsc_khz,
             "startup_ms": run.startup.as_secs_f64() * 1e3,
+            "rss_beyond_ram_kib": run.rss_beyond_ram_kib,
             "exits": rows,
             "vm_exits": run.exits,
         });

@@ -100,7 +100,7 @@ fn seg_desc(flags: u16, base: u64, limit: u64) -> u64 {
 }
 
 fn segment(index: usize, flags: u16, base: u64, limit: u32) -> kvm_segment {
-    let rpl = ((flags >> 5) & 3) as u16;
+    let rpl = (flags >> 5) & 3;
     kvm_segment {
         base,
         limit,

@@ -1,0 +1,6 @@
+//! iopath-bench: runs scenarios on each I/O path and reports them side by side.
+
+pub mod exits;
+pub mod host;
+pub mod results;
+pub mod table;
