@@ -115,8 +115,8 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
     vm.register_mmio_ioevent(&probe_evt, MMIO_IOEVENTFD_GPA)
         .map_err(Error::Vm)?;
 
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
+    let pio = Bus::new();
+    let mmio = Bus::new();
     pio.insert(
         Arc::new(Mutex::new(Serial::new(IrqTrigger(serial_irq), sink))),
         UART_PORT as u64,

@@ -1,7 +1,7 @@
 //! The PIO and MMIO buses: address ranges mapped to devices.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A device on a bus. `offset` is relative to the start of the range it was inserted at.
 pub trait BusDevice: Send {
@@ -21,10 +21,13 @@ struct Range {
     len: u64,
 }
 
-/// A set of non-overlapping device ranges.
+type DeviceMap = BTreeMap<Range, Arc<Mutex<dyn BusDevice>>>;
+
+/// A set of non-overlapping device ranges. Clones share the same map, so a BAR moved by the
+/// guest (through the PCI root) is seen by every vCPU.
 #[derive(Clone, Default)]
 pub struct Bus {
-    devices: BTreeMap<Range, Arc<Mutex<dyn BusDevice>>>,
+    devices: Arc<RwLock<DeviceMap>>,
 }
 
 impl Bus {
@@ -33,7 +36,7 @@ impl Bus {
     }
 
     pub fn insert(
-        &mut self,
+        &self,
         device: Arc<Mutex<dyn BusDevice>>,
         base: u64,
         len: u64,
@@ -42,28 +45,30 @@ impl Bus {
             .checked_add(len)
             .filter(|_| len > 0)
             .ok_or(Error::Overlap { base, len })?;
-        let clash = self
-            .devices
-            .keys()
-            .any(|r| base < r.base + r.len && r.base < end);
+        let mut map = self.devices.write().unwrap_or_else(|e| e.into_inner());
+        let clash = map.keys().any(|r| base < r.base + r.len && r.base < end);
         if clash {
             return Err(Error::Overlap { base, len });
         }
-        self.devices.insert(Range { base, len }, device);
+        map.insert(Range { base, len }, device);
         Ok(())
     }
 
-    fn find(&self, addr: u64) -> Option<(u64, &Arc<Mutex<dyn BusDevice>>)> {
-        let (range, dev) = self
-            .devices
-            .range(
-                ..=Range {
-                    base: addr,
-                    len: u64::MAX,
-                },
-            )
-            .next_back()?;
-        (addr - range.base < range.len).then_some((addr - range.base, dev))
+    /// Removes the device inserted at exactly `base`, returning it.
+    pub fn remove(&self, base: u64) -> Option<Arc<Mutex<dyn BusDevice>>> {
+        let mut map = self.devices.write().unwrap_or_else(|e| e.into_inner());
+        let key = *map.keys().find(|r| r.base == base)?;
+        map.remove(&key)
+    }
+
+    fn find(&self, addr: u64) -> Option<(u64, Arc<Mutex<dyn BusDevice>>)> {
+        let map = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        let probe = Range {
+            base: addr,
+            len: u64::MAX,
+        };
+        let (range, dev) = map.range(..=probe).next_back()?;
+        (addr - range.base < range.len).then(|| (addr - range.base, dev.clone()))
     }
 
     /// Dispatches a read; returns false (and leaves `data` as all ones, like an unclaimed
@@ -71,7 +76,7 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr) {
             Some((offset, dev)) => {
-                lock(dev).read(offset, data);
+                lock(&dev).read(offset, data);
                 true
             }
             None => {
@@ -85,7 +90,7 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr) {
             Some((offset, dev)) => {
-                lock(dev).write(offset, data);
+                lock(&dev).write(offset, data);
                 true
             }
             None => false,
@@ -121,7 +126,7 @@ mod tests {
     fn dispatches_by_range_with_relative_offsets() {
         let a = Arc::new(Mutex::new(Recorder::default()));
         let b = Arc::new(Mutex::new(Recorder::default()));
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(a.clone(), 0x100, 0x10).unwrap();
         bus.insert(b.clone(), 0x110, 0x10).unwrap();
         assert!(bus.write(0x10f, &[1]));
@@ -135,7 +140,7 @@ mod tests {
 
     #[test]
     fn unclaimed_addresses_read_as_ones() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(Arc::new(Mutex::new(Recorder::default())), 0x100, 0x10)
             .unwrap();
         let mut d = [0u8; 4];
@@ -147,7 +152,7 @@ mod tests {
 
     #[test]
     fn overlapping_and_empty_ranges_are_rejected() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         let dev = || Arc::new(Mutex::new(Recorder::default()));
         bus.insert(dev(), 0x100, 0x10).unwrap();
         assert!(bus.insert(dev(), 0xf8, 0x10).is_err());
@@ -155,5 +160,20 @@ mod tests {
         assert!(bus.insert(dev(), 0x200, 0).is_err());
         assert!(bus.insert(dev(), u64::MAX, 2).is_err());
         bus.insert(dev(), 0x110, 1).unwrap();
+    }
+
+    #[test]
+    fn clones_share_moves() {
+        let bus = Bus::new();
+        let view = bus.clone();
+        let d = Arc::new(Mutex::new(Recorder::default()));
+        bus.insert(d.clone(), 0x1000, 0x10).unwrap();
+        assert!(view.write(0x1004, &[1]));
+        let moved = bus.remove(0x1000).unwrap();
+        bus.insert(moved, 0x2000, 0x10).unwrap();
+        assert!(!view.write(0x1004, &[2]));
+        assert!(view.write(0x2004, &[3]));
+        assert_eq!(d.lock().unwrap().writes, vec![(4, vec![1]), (4, vec![3])]);
+        assert!(bus.remove(0x3000).is_none());
     }
 }

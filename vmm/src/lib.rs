@@ -8,6 +8,7 @@ pub mod check_host;
 pub mod devices;
 pub mod guest_image;
 pub mod memory;
+pub mod pci;
 pub mod units;
 pub mod vcpu;
 pub mod vm;
