@@ -1,3 +1,4 @@
 //! Device-side code shared by the VMM and the daemons.
 
 pub mod engine;
+pub mod nvme;

@@ -275,7 +275,6 @@ pub struct BlockResults {
     pub latency: histogram::Histogram,
 }
 
-
 /// The job, written by the VMM.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
