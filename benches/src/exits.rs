@@ -85,6 +85,7 @@ pub fn run(opts: &ExitsOptions) -> Result<ExitsReport, Error> {
         job,
         timeout: opts.timeout,
         console: None,
+        disks: Vec::new(),
     })
     .map_err(Error::Run)?;
     let tsc_khz = run.mailbox.job.tsc_khz;

@@ -15,12 +15,17 @@ use iopath_mailbox::{error as guest_error, Job, Mailbox, Status};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use backends::nvme::ControllerConfig;
+
 use crate::boot::bench_guest;
 use crate::bus::{self, Bus};
 use crate::devices::done::{DonePort, DoneSignal};
+use crate::devices::nvme::NvmeDevice;
 use crate::devices::probe::ExitProbe;
 use crate::devices::serial::{ConsoleSink, IrqTrigger, Serial};
+use crate::disk::{DiskConfig, DiskIface};
 use crate::memory::RamConfig;
+use crate::pci::{self, PciConfigIo, PciConfigMmio, PciRoot};
 use crate::vcpu::{self, ExitCounters, ExitCounts, Vcpu, VcpuShared};
 use crate::vm::{self, Vm};
 
@@ -55,6 +60,14 @@ pub enum Error {
     GuestFailed { reason: &'static str, log: String },
     #[error("guest stopped with status {0:#x} but left no valid mailbox")]
     BadMailbox(u32),
+    #[error("opening disk {0}")]
+    Disk(String, #[source] backends::engine::uring::Error),
+    #[error("guest RAM")]
+    Ram(#[source] crate::memory::Error),
+    #[error("NVMe device")]
+    Nvme(#[source] crate::devices::nvme::Error),
+    #[error("PCI")]
+    Pci(#[source] pci::root::Error),
 }
 
 impl Error {
@@ -76,7 +89,12 @@ pub struct BenchVmConfig {
     pub timeout: Duration,
     /// Where the guest console goes besides the kept tail (stdout, a file, or nowhere).
     pub console: Option<Box<dyn Write + Send>>,
+    /// Disks, in PCI slot order after the host bridge.
+    pub disks: Vec<DiskConfig>,
 }
+
+/// Queue depth each disk's engine accepts: the most any guest queue pair can have in flight.
+const DISK_ENGINE_DEPTH: u32 = 256;
 
 /// What a run produced.
 #[derive(Debug)]
@@ -90,6 +108,8 @@ pub struct BenchRun {
     /// Resident memory of this process beyond guest RAM, sampled while the VM was alive (KiB).
     pub rss_beyond_ram_kib: Option<u64>,
     pub console: String,
+    /// Exits taken on each disk's registers, in `disks` order.
+    pub disk_exits: Vec<u64>,
 }
 
 pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
@@ -142,6 +162,8 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
         0x2000,
     )
     .map_err(Error::Bus)?;
+
+    let disk_counters = attach_disks(&vm, &cfg.disks, &pio, &mmio)?;
 
     let shared = VcpuShared {
         pio,
@@ -205,7 +227,62 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
         guest_time: done_at.duration_since(entered),
         rss_beyond_ram_kib,
         console: console.text(),
+        disk_exits: disk_counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect(),
     })
+}
+
+/// Puts a PCI root on the buses and a device per disk behind it; returns each disk's exit
+/// counter.
+fn attach_disks(
+    vm: &Vm,
+    disks: &[DiskConfig],
+    pio: &Bus,
+    mmio: &Bus,
+) -> Result<Vec<Arc<std::sync::atomic::AtomicU64>>, Error> {
+    let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), pio.clone())));
+    pio.insert(
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        pci::CONFIG_IO_PORT,
+        8,
+    )
+    .map_err(Error::Bus)?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+        pci::ECAM_BASE,
+        pci::ECAM_SIZE,
+    )
+    .map_err(Error::Bus)?;
+    if disks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dma = Arc::new(vm.ram().dma_space().map_err(Error::Ram)?);
+    let mut counters = Vec::new();
+    for disk in disks {
+        let engine = disk
+            .backend
+            .open(DISK_ENGINE_DEPTH)
+            .map_err(|e| Error::Disk(disk.backend.to_string(), e))?;
+        match disk.iface {
+            DiskIface::Nvme => {
+                let dev = NvmeDevice::new(
+                    ControllerConfig::default(),
+                    engine,
+                    dma.clone(),
+                    vm.msi_sink(),
+                )
+                .map_err(Error::Nvme)?;
+                counters.push(dev.exit_counter());
+                root.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add_device(Arc::new(Mutex::new(dev)))
+                    .map_err(Error::Pci)?;
+            }
+        }
+    }
+    Ok(counters)
 }
 
 /// Waits for the done signal, returning early if the vCPU thread ends first (a guest fault).

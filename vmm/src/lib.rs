@@ -6,6 +6,7 @@ pub mod boot;
 pub mod bus;
 pub mod check_host;
 pub mod devices;
+pub mod disk;
 pub mod guest_image;
 pub mod memory;
 pub mod pci;

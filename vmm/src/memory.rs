@@ -1,11 +1,13 @@
 //! Guest RAM: one memfd (shareable with backend daemons later), optionally on hugetlbfs,
 //! mapped shared and described with vm-memory.
 
+use std::any::Any;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Where the PCI/MMIO hole starts below 4 GiB; RAM above it continues at 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
@@ -23,6 +25,8 @@ pub enum Error {
     Dup(#[source] std::io::Error),
     #[error("sizing guest RAM to {0} bytes failed")]
     Truncate(u64, #[source] std::io::Error),
+    #[error("building the DMA view of guest RAM failed")]
+    Dma(#[source] iommu::Error),
     #[error("mapping guest RAM failed")]
     Map(#[source] vm_memory::mmap::FromRangesError),
 }
@@ -76,6 +80,28 @@ impl GuestRam {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Guest RAM as a DMA address space with IOVA = GPA: what software device models reach
+    /// guest memory through.
+    pub fn dma_space(&self) -> Result<iommu::AddressSpace, Error> {
+        let mut space = iommu::AddressSpace::new();
+        let owner: Arc<dyn Any + Send + Sync> = Arc::new(self.memory.clone());
+        for region in self.memory.iter() {
+            // SAFETY: the region's mapping lives as long as any clone of the collection, and
+            // `owner` is one; the guest shares it by design, which the DMA contract allows.
+            let r = unsafe {
+                iommu::DmaRegion::new(
+                    region.start_addr().0,
+                    region.len(),
+                    region.as_ptr(),
+                    iommu::Perm::RW,
+                    owner.clone(),
+                )
+            };
+            space.map(r).map_err(Error::Dma)?;
+        }
+        Ok(space)
     }
 }
 
@@ -140,6 +166,23 @@ mod tests {
         f.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"iopath");
         assert_eq!(ram.memory().num_regions(), 1);
+    }
+
+    #[test]
+    fn dma_space_sees_guest_ram_at_its_gpa() {
+        let ram = GuestRam::new(RamConfig {
+            size: 1 << 20,
+            hugepages: false,
+        })
+        .unwrap();
+        let dma = ram.dma_space().unwrap();
+        dma.write(0x2000, b"dma").unwrap();
+        let mut b = [0u8; 3];
+        ram.memory()
+            .read_slice(&mut b, GuestAddress(0x2000))
+            .unwrap();
+        assert_eq!(&b, b"dma");
+        assert!(dma.write((1 << 20) - 1, b"xx").is_err());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The KVM VM: in-kernel irqchip, guest RAM slots, ioeventfds and irqfds.
 
+use std::sync::Arc;
+
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::{self, GuestRam, RamConfig};
+use crate::pci::msix::{MsiMessage, MsiSink};
 
 /// Where KVM may put the three pages Intel's real-mode emulation needs: just below the BIOS.
 const TSS_ADDRESS: usize = 0xfffb_d000;
@@ -33,7 +36,7 @@ pub enum Error {
 
 pub struct Vm {
     kvm: Kvm,
-    fd: VmFd,
+    fd: Arc<VmFd>,
     ram: GuestRam,
 }
 
@@ -60,11 +63,16 @@ impl Vm {
                 userspace_addr: host as u64,
                 flags: 0,
             };
-            // SAFETY: the region is a live mapping owned by `ram`, which lives as long as the VM
-            // fd (both are fields of `Vm`, and the VM fd is dropped first).
+            // SAFETY: the region is a live mapping owned by `ram`. Guest accesses only happen
+            // while a vCPU runs, and vCPUs (which borrow `Vm`) are gone before `ram` is
+            // dropped; clones of the fd kept by MSI sinks only signal interrupts.
             unsafe { fd.set_user_memory_region(desc) }.map_err(|e| Error::MemorySlot(slot, e))?;
         }
-        Ok(Vm { kvm, fd, ram })
+        Ok(Vm {
+            kvm,
+            fd: Arc::new(fd),
+            ram,
+        })
     }
 
     pub fn kvm(&self) -> &Kvm {
@@ -77,6 +85,11 @@ impl Vm {
 
     pub fn ram(&self) -> &GuestRam {
         &self.ram
+    }
+
+    /// Delivers device MSIs through KVM_SIGNAL_MSI.
+    pub fn msi_sink(&self) -> Arc<dyn MsiSink> {
+        Arc::new(KvmMsi(self.fd.clone()))
     }
 
     /// Writes to `gpa` signal `evt` inside KVM instead of exiting to userspace.
@@ -92,5 +105,22 @@ impl Vm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|e| Error::Irqfd(gsi, e))
+    }
+}
+
+struct KvmMsi(Arc<VmFd>);
+
+impl MsiSink for KvmMsi {
+    fn signal(&self, msg: MsiMessage) {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: msg.address as u32,
+            address_hi: (msg.address >> 32) as u32,
+            data: msg.data,
+            ..Default::default()
+        };
+        // A guest that programmed a bogus address loses that interrupt, nothing else.
+        if let Err(e) = self.0.signal_msi(msi) {
+            log::debug!("KVM_SIGNAL_MSI {msg:?}: {e}");
+        }
     }
 }

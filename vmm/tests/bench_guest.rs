@@ -44,6 +44,7 @@ fn bench_guest_greets_and_measures_every_exit_kind() {
         job: exits_job(16),
         timeout: Duration::from_secs(120),
         console: None,
+        disks: Vec::new(),
     })
     .expect("bench guest run");
     assert!(
@@ -86,6 +87,7 @@ fn touch_area_larger_than_ram_is_refused_before_boot() {
         job: exits_job(64),
         timeout: Duration::from_secs(5),
         console: None,
+        disks: Vec::new(),
     })
     .unwrap_err();
     assert!(

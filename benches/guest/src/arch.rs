@@ -25,6 +25,15 @@ pub fn inb(port: u16) -> u8 {
     value
 }
 
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as in `outb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 /// Reads the TSC, ordered after earlier loads (lfence) like kvm-unit-tests' `rdtsc_ordered`.
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

@@ -1,7 +1,7 @@
 //! Access to the mailbox page. The VMM reads it while the guest runs, so every access is
 //! volatile.
 
-use iopath_mailbox::{layout::MAILBOX_GPA, ExitResults, Job, Mailbox, Status};
+use iopath_mailbox::{layout::MAILBOX_GPA, BlockResults, ExitResults, Job, Mailbox, Status};
 
 fn mailbox() -> *mut Mailbox {
     MAILBOX_GPA as *mut Mailbox
@@ -29,4 +29,9 @@ pub fn set_status(status: Status, code: u32) {
 pub fn put_exit_results(results: &ExitResults) {
     // SAFETY: as in `take_job`.
     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*mailbox()).exits), *results) };
+}
+
+pub fn put_block_results(results: &BlockResults) {
+    // SAFETY: as in `take_job`.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*mailbox()).block), *results) };
 }

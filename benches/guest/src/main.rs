@@ -5,8 +5,13 @@
 #![no_main]
 
 mod arch;
+mod block;
+mod clock;
 mod exits;
 mod mailbox;
+mod nvme;
+mod pci;
+mod scratch;
 mod stats;
 mod uart;
 
@@ -29,7 +34,14 @@ pub extern "C" fn _start() -> ! {
             }
             Err(code) => finish(Status::Failed, code),
         },
-        Some(JobKind::Block) | None => {
+        Some(JobKind::Block) => match block::run(&job) {
+            Ok(results) => {
+                mailbox::put_block_results(&results);
+                finish(Status::Done, error::NONE)
+            }
+            Err(code) => finish(Status::Failed, code),
+        },
+        None => {
             log!("unknown job kind {}", job.kind);
             finish(Status::Failed, error::UNKNOWN_JOB)
         }

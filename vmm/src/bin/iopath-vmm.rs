@@ -8,6 +8,7 @@ use clap::Parser;
 use iopath_mailbox::{ExitKind, ExitsJob, Job, JobKind};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::check_host;
+use vmm::disk::DiskConfig;
 use vmm::memory::RamConfig;
 use vmm::units::{parse_duration, parse_size};
 
@@ -51,6 +52,9 @@ struct Args {
     /// Exits job: MiB of random page touches (a power of two; 0 skips it).
     #[arg(long, default_value_t = 32)]
     touch_mib: u32,
+    /// A disk: `path=FILE[,direct=on][,readonly=on],iface=nvme` or `null[=SIZE],iface=nvme`.
+    #[arg(long)]
+    disk: Vec<DiskConfig>,
     /// Print the results as JSON.
     #[arg(long)]
     results_json: bool,
@@ -144,6 +148,7 @@ fn run(args: Args) -> Result<(), Error> {
         job,
         timeout: args.timeout,
         console,
+        disks: args.disk,
     })
     .map_err(Error::Run)?;
     let tsc_khz = run.mailbox.job.tsc_khz.max(1) as f64;

@@ -1,5 +1,6 @@
 //! Device models on the VMM's buses.
 
 pub mod done;
+pub mod nvme;
 pub mod probe;
 pub mod serial;

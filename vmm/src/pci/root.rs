@@ -367,20 +367,30 @@ mod tests {
         }
     }
 
-    fn setup() -> (
-        Arc<Mutex<PciRoot>>,
-        PciConfigIo,
-        Bus,
-        Bus,
-        Arc<Mutex<Dummy>>,
-        u8,
-    ) {
+    /// A root with one [`Dummy`] behind it, and the buses its BARs land on.
+    struct Setup {
+        root: Arc<Mutex<PciRoot>>,
+        io: PciConfigIo,
+        mmio: Bus,
+        pio: Bus,
+        dev: Arc<Mutex<Dummy>>,
+        slot: u8,
+    }
+
+    fn setup() -> Setup {
         let (mmio, pio) = (Bus::new(), Bus::new());
         let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), pio.clone())));
         let dev = Arc::new(Mutex::new(Dummy::new()));
         let slot = root.lock().unwrap().add_device(dev.clone()).unwrap();
         let io = PciConfigIo::new(root.clone());
-        (root, io, mmio, pio, dev, slot)
+        Setup {
+            root,
+            io,
+            mmio,
+            pio,
+            dev,
+            slot,
+        }
     }
 
     fn cfg_read(io: &mut PciConfigIo, dev: u8, reg: u32) -> u32 {
@@ -403,7 +413,7 @@ mod tests {
 
     #[test]
     fn enumerates_host_bridge_and_device() {
-        let (_r, mut io, ..) = setup();
+        let Setup { mut io, .. } = setup();
         assert_eq!(cfg_read(&mut io, 0, 0), 0x29c0_8086);
         assert_eq!(cfg_read(&mut io, 1, 0), 0x5678_1234);
         assert_eq!(cfg_read(&mut io, 2, 0), u32::MAX);
@@ -419,7 +429,14 @@ mod tests {
 
     #[test]
     fn bars_are_preassigned_and_decode_only_when_enabled() {
-        let (_r, mut io, mmio, pio, dev, slot) = setup();
+        let Setup {
+            mut io,
+            mmio,
+            pio,
+            dev,
+            slot,
+            ..
+        } = setup();
         let bar0 = u64::from(cfg_read(&mut io, slot, 4) & !0xf)
             | u64::from(cfg_read(&mut io, slot, 5)) << 32;
         assert_eq!(bar0, crate::pci::MMIO_WINDOW_START);
@@ -445,7 +462,9 @@ mod tests {
 
     #[test]
     fn moving_a_bar_moves_its_mapping() {
-        let (_r, mut io, mmio, _pio, _dev, slot) = setup();
+        let Setup {
+            mut io, mmio, slot, ..
+        } = setup();
         cfg_write(&mut io, slot, 1, 0x2);
         let old = crate::pci::MMIO_WINDOW_START;
         cfg_write(&mut io, slot, 4, 0xc800_0000);
@@ -462,7 +481,7 @@ mod tests {
 
     #[test]
     fn ecam_reaches_the_same_config_space() {
-        let (root, mut io, ..) = setup();
+        let Setup { root, mut io, .. } = setup();
         let mut ecam = PciConfigMmio::new(root);
         let mut d = [0u8; 2];
         ecam.read(1 << 15 | 2, &mut d);
