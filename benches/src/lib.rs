@@ -1,5 +1,7 @@
 //! iopath-bench: runs scenarios on each I/O path and reports them side by side.
 
+pub mod block;
+pub mod cpu;
 pub mod exits;
 pub mod host;
 pub mod results;

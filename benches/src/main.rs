@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use backends::engine::BackendSpec;
 use clap::{Args, Parser, Subcommand};
+use iopath_bench::block::{self, BlockOptions, IoPath};
 use iopath_bench::exits::{self, ExitsOptions};
 use iopath_bench::results::{self, ResultFile};
 use vmm::units::{parse_duration, parse_size};
@@ -21,8 +23,55 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// One block workload on each I/O path, side by side with native. Without --backend it
+    /// runs on `null` and on a temporary file.
+    Block(BlockArgs),
     /// Cost of one VM exit of each kind (PIO, MMIO, ioeventfd, CPUID, page touch) in a fresh VM.
     Exits(ExitsArgs),
+}
+
+#[derive(Args)]
+struct BlockArgs {
+    /// Paths to compare, comma separated: emulated, native.
+    #[arg(long, value_delimiter = ',', default_value = "emulated,native")]
+    paths: Vec<IoPath>,
+    /// randread, randwrite, read or write.
+    #[arg(long, default_value = "randread", value_parser = block::parse_workload)]
+    workload: iopath_mailbox::Workload,
+    /// Bytes per I/O.
+    #[arg(long, default_value = "4k", value_parser = parse_size)]
+    bs: u64,
+    /// Queue depths, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    qd: Vec<u16>,
+    /// `null`, `null:SIZE` or `file[,direct][,ro]:PATH`; repeat for several. Default: null and
+    /// a temporary file.
+    #[arg(long)]
+    backend: Vec<BackendSpec>,
+    /// Run time of each run.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    runtime: std::time::Duration,
+    /// Runs of each path; the table shows medians.
+    #[arg(long, default_value_t = BlockOptions::default().repeat)]
+    repeat: u32,
+    /// Bytes of each disk to cover (default: all of it).
+    #[arg(long, value_parser = parse_size)]
+    region: Option<u64>,
+    /// Guest RAM of each VM.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    memory: u64,
+    /// Size of the temporary file used without --backend.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    temp_file_size: u64,
+    /// Print the result file's JSON to stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Where result files go.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
 }
 
 #[derive(Args)]
@@ -58,6 +107,10 @@ enum Error {
     #[error(transparent)]
     Exits(#[from] exits::Error),
     #[error(transparent)]
+    Block(#[from] block::Error),
+    #[error("--bs {0} does not fit in 32 bits")]
+    BlockSize(u64),
+    #[error(transparent)]
     Results(#[from] results::Error),
     #[error("writing to stdout failed")]
     Stdout(#[source] std::io::Error),
@@ -69,10 +122,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("iopath-bench: error: {}", vmm::error_chain(&e));
-            if let Error::Exits(exits::Error::Run(inner)) = &e {
-                if let Some(tail) = inner.console_tail().filter(|t| !t.is_empty()) {
-                    eprintln!("iopath-bench: last guest console lines:\n{tail}");
-                }
+            let tail = match &e {
+                Error::Exits(exits::Error::Run(inner)) => inner.console_tail(),
+                Error::Block(inner) => inner.console_tail(),
+                _ => None,
+            };
+            if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+                eprintln!("iopath-bench: last guest console lines:\n{tail}");
             }
             ExitCode::FAILURE
         }
@@ -81,6 +137,34 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::Block(a) => {
+            let opts = BlockOptions {
+                paths: a.paths,
+                workload: a.workload,
+                block_size: u32::try_from(a.bs).map_err(|_| Error::BlockSize(a.bs))?,
+                queue_depths: a.qd,
+                backends: a.backend,
+                runtime: a.runtime,
+                repeat: a.repeat,
+                region_bytes: a.region.unwrap_or(0),
+                memory: a.memory,
+                temp_file_size: a.temp_file_size,
+                ..BlockOptions::default()
+            };
+            let quiet = a.quiet || a.json;
+            let report = block::run(&opts, |line| {
+                if !quiet {
+                    eprintln!("{line}");
+                }
+            })?;
+            let file = ResultFile::new("block", report);
+            if a.json {
+                return out(&file.to_json()?);
+            }
+            let path = file.write_to(&a.results)?;
+            out(&file.payload.table())?;
+            out(&format!("results: {}", path.display()))
+        }
         Command::Exits(a) => {
             let report = exits::run(&ExitsOptions {
                 iterations: a.iterations,

@@ -11,6 +11,7 @@ pub const MAGIC: u32 = 0x4d50_4f49;
 pub const VERSION: u32 = 2;
 
 pub mod histogram;
+pub mod offsets;
 pub mod pattern;
 
 /// Guest-physical layout. Everything below `RAM_MIN` is identity mapped, user-accessible RAM.
@@ -224,6 +225,19 @@ impl Workload {
             4 => Some(Workload::Verify),
             _ => None,
         }
+    }
+
+    pub const ALL: [Workload; 5] = [
+        Workload::RandRead,
+        Workload::RandWrite,
+        Workload::Read,
+        Workload::Write,
+        Workload::Verify,
+    ];
+
+    /// The workload [`Workload::name`] names.
+    pub fn from_name(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
     }
 
     pub fn name(self) -> &'static str {

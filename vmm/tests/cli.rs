@@ -137,3 +137,70 @@ fn check_host_json_reports_kind_and_io_uring() {
         assert_eq!(v["io_uring"], true);
     }
 }
+
+#[test]
+fn block_verify_job_on_a_file_disk_reports_json() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let spec = format!("path={},iface=nvme", disk.display());
+    let out = vmm(&[
+        "--job",
+        "block",
+        "--disk",
+        &spec,
+        "--workload",
+        "verify",
+        "--bs",
+        "8k",
+        "--qd",
+        "4",
+        "--serial",
+        "none",
+        "--results-json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The whole 1 MiB disk written then read in 8 KiB I/Os.
+    assert_eq!(v["ops"], 256);
+    assert_eq!(v["errors"], 0);
+    assert_eq!(v["device_bytes"], 1 << 20);
+    assert!(v["disk_exits"][0].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_disk_values_are_one_line_errors() {
+    let out = vmm(&["--job", "block", "--disk", "path=/x,iface=scsi"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("iface"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if !kvm_or_skip() {
+        return;
+    }
+    let out = vmm(&[
+        "--job",
+        "block",
+        "--disk",
+        "path=/nonexistent/disk.img",
+        "--serial",
+        "none",
+    ]);
+    assert_one_error_line(&out, "/nonexistent/disk.img");
+}
+
+#[test]
+fn block_job_without_a_disk_says_so() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let out = vmm(&["--job", "block", "--serial", "none", "--ops", "10"]);
+    assert_one_error_line(&out, "found no device");
+}

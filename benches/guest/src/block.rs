@@ -3,14 +3,13 @@
 
 mod buffers;
 pub mod device;
-mod offsets;
 mod pass;
 
+use iopath_mailbox::offsets::Offsets;
 use iopath_mailbox::{error, pattern, BlockDevice, BlockResults, Job, Workload};
 
 use self::buffers::Buffers;
 use self::device::{BlockQueue, Op, QueueConfig};
-use self::offsets::Offsets;
 use self::pass::Pass;
 use crate::nvme::Nvme;
 use crate::pci::{self, Match};

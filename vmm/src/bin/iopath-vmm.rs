@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use iopath_mailbox::{ExitKind, ExitsJob, Job, JobKind};
+use iopath_mailbox::{BlockDevice, BlockJob, ExitKind, ExitsJob, Job, JobKind, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::check_host;
 use vmm::disk::DiskConfig;
@@ -28,7 +28,7 @@ struct Args {
     /// A bench guest ELF to run instead of the embedded one.
     #[arg(long)]
     guest: Option<PathBuf>,
-    /// The job: `exits`, or a raw job number.
+    /// The job: `exits`, `block` (needs a --disk), or a raw job number.
     #[arg(long, default_value = "exits")]
     job: String,
     /// Guest RAM (e.g. 128M, 1G).
@@ -55,6 +55,25 @@ struct Args {
     /// A disk: `path=FILE[,direct=on][,readonly=on],iface=nvme` or `null[=SIZE],iface=nvme`.
     #[arg(long)]
     disk: Vec<DiskConfig>,
+    /// Block job: randread, randwrite, read, write, or verify (write a pattern over the region,
+    /// read it back and compare).
+    #[arg(long, default_value = "randread", value_parser = parse_workload)]
+    workload: Workload,
+    /// Block job: bytes per I/O.
+    #[arg(long, default_value = "4k", value_parser = parse_size)]
+    bs: u64,
+    /// Block job: I/Os in flight.
+    #[arg(long, default_value_t = 1)]
+    qd: u32,
+    /// Block job: stop after this many I/Os (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    ops: u64,
+    /// Block job: stop after this long (0s: no limit); with neither --ops nor --runtime, 1s.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    runtime: std::time::Duration,
+    /// Block job: bytes of the disk covered from offset 0 (default: all of it).
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    region: u64,
     /// Print the results as JSON.
     #[arg(long)]
     results_json: bool,
@@ -62,8 +81,10 @@ struct Args {
 
 #[derive(Debug, thiserror::Error)]
 enum Error {
-    #[error("unknown job {0:?} (expected `exits` or a job number)")]
+    #[error("unknown job {0:?} (expected `exits`, `block` or a job number)")]
     Job(String),
+    #[error("--bs {0} does not fit in 32 bits")]
+    BlockSize(u64),
     #[error("cannot read guest image {0}")]
     Image(PathBuf, #[source] std::io::Error),
     #[error("cannot open serial output {0}")]
@@ -115,6 +136,7 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let kind = match args.job.as_str() {
         "exits" => JobKind::Exits as u32,
+        "block" => JobKind::Block as u32,
         n => n.parse::<u32>().map_err(|_| Error::Job(n.to_string()))?,
     };
     let image = match &args.guest {
@@ -137,6 +159,19 @@ fn run(args: Args) -> Result<(), Error> {
             touch_mib: args.touch_mib,
             _pad: 0,
         },
+        block: BlockJob {
+            // The guest looks for the first disk's interface.
+            device: BlockDevice::Nvme as u32,
+            workload: args.workload as u32,
+            block_size: u32::try_from(args.bs).map_err(|_| Error::BlockSize(args.bs))?,
+            queue_depth: args.qd,
+            ops: args.ops,
+            duration_ms: match (args.ops, args.runtime.as_millis() as u64) {
+                (0, 0) => 1000,
+                (_, ms) => ms,
+            },
+            region_bytes: args.region,
+        },
         ..Job::default()
     };
     let run = bench_vm::run(BenchVmConfig {
@@ -152,7 +187,27 @@ fn run(args: Args) -> Result<(), Error> {
     })
     .map_err(Error::Run)?;
     let tsc_khz = run.mailbox.job.tsc_khz.max(1) as f64;
-    if args.results_json {
+    if args.results_json && kind == JobKind::Block as u32 {
+        let b = run.mailbox.block;
+        let us = |ticks: u64| ticks as f64 * 1e3 / tsc_khz;
+        let secs = us(b.elapsed_ticks) / 1e6;
+        let doc = serde_json::json!({
+            "tsc_khz": run.mailbox.job.tsc_khz,
+            "workload": args.workload.name(),
+            "ops": b.ops,
+            "bytes": b.bytes,
+            "errors": b.errors,
+            "elapsed_s": secs,
+            "iops": if secs > 0.0 { b.ops as f64 / secs } else { 0.0 },
+            "p50_us": b.latency.quantile(0.5).map(us),
+            "p99_us": b.latency.quantile(0.99).map(us),
+            "device_bytes": b.device_bytes,
+            "lba_bytes": b.lba_bytes,
+            "disk_exits": run.disk_exits,
+            "vm_exits": run.exits,
+        });
+        out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;
+    } else if args.results_json {
         let rows: Vec<_> = ExitKind::ALL
             .iter()
             .map(|k| {
@@ -182,6 +237,12 @@ fn run(args: Args) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+fn parse_workload(s: &str) -> Result<Workload, String> {
+    Workload::from_name(s).ok_or_else(|| {
+        format!("unknown workload {s:?} (expected randread, randwrite, read, write or verify)")
+    })
 }
 
 /// Prints a line to stdout; a closed pipe is an error, not a panic.

@@ -2,11 +2,11 @@
 //! reached, then drain. This is the measured loop: no formatting and no device register reads
 //! unless something went wrong.
 
+use iopath_mailbox::offsets::Offsets;
 use iopath_mailbox::{error, pattern, BlockResults};
 
 use super::buffers::Buffers;
 use super::device::{BlockQueue, Op};
-use super::offsets::Offsets;
 use super::MAX_QUEUE_DEPTH;
 use crate::{arch, log};
 
@@ -110,7 +110,7 @@ pub fn run<Q: BlockQueue>(
             let mut batch = 0;
             while submitted < limit {
                 let Some(slot) = slots.pop() else { break };
-                let offset = pass.offsets.next();
+                let offset = pass.offsets.next_offset();
                 if let Some(seed) = fill {
                     // SAFETY: the slot was free, so the device is done with its buffer.
                     pattern::fill(seed, offset, unsafe { bufs.bytes_mut(slot) });

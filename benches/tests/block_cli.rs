@@ -1,0 +1,129 @@
+//! `iopath-bench block` end to end: both paths on a small null disk, JSON out.
+
+use std::path::Path;
+use std::process::Command;
+
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iopath-bench"))
+}
+
+#[test]
+fn emulated_and_native_rows_with_counted_exits() {
+    let kvm = Path::new("/dev/kvm").exists();
+    if !kvm {
+        eprintln!("skipped: /dev/kvm is absent on this host (emulated path)");
+        return;
+    }
+    let results = tempfile::tempdir().unwrap();
+    let out = bench()
+        .args([
+            "block",
+            "--backend",
+            "null:64M",
+            "--qd",
+            "1,4",
+            "--runtime",
+            "300ms",
+        ])
+        .args(["--repeat", "1", "--json", "--results"])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "block");
+    let rows = v["payload"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "two paths x two depths");
+    for r in rows {
+        assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["errors"], 0);
+        let p50 = r["p50_us"].as_f64().unwrap();
+        let p99 = r["p99_us"].as_f64().unwrap();
+        assert!(p50 <= p99, "{r}");
+        match r["path"].as_str().unwrap() {
+            "native" => {
+                assert!(r["exits_per_io"].is_null());
+                assert_eq!(r["percent_of_native"].as_f64(), Some(100.0));
+            }
+            "emulated" => {
+                // At depth 1 every I/O rings the submission and completion doorbells.
+                let exits = r["exits_per_io"].as_f64().unwrap();
+                if r["queue_depth"] == 1 {
+                    assert!((1.9..3.0).contains(&exits), "{r}");
+                } else {
+                    assert!(exits > 0.0, "{r}");
+                }
+                assert!(r["percent_of_native"].as_f64().unwrap() > 0.0);
+            }
+            other => panic!("unexpected path {other}"),
+        }
+    }
+}
+
+#[test]
+fn table_and_result_file_for_native_only() {
+    let results = tempfile::tempdir().unwrap();
+    let out = bench()
+        .args([
+            "block",
+            "--paths",
+            "native",
+            "--backend",
+            "null:16M",
+            "--qd",
+            "2",
+        ])
+        .args([
+            "--runtime",
+            "100ms",
+            "--repeat",
+            "2",
+            "--quiet",
+            "--results",
+        ])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("% native"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("native") && l.contains("null")),
+        "{text}"
+    );
+    let files: Vec<_> = std::fs::read_dir(results.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}
+
+#[test]
+fn bad_options_fail_with_one_line() {
+    for args in [
+        &["block", "--paths", "warp"][..],
+        &["block", "--workload", "randomish"][..],
+        &["block", "--backend", "tape:/dev/st0"][..],
+        &[
+            "block",
+            "--paths",
+            "native",
+            "--backend",
+            "file:/nonexistent/x",
+            "--runtime",
+            "10ms",
+        ][..],
+    ] {
+        let out = bench().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.trim().lines().count() <= 3, "{args:?}: {err}");
+    }
+}
