@@ -7,10 +7,12 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# Debian packages the tests use as peers and clients. Each is checked first so a machine that
-# has them does not touch apt at all.
+# Debian packages the tests use as peers and clients (extra ones may be passed as arguments):
+# qemu-storage-daemon (a vhost-user-blk backend nobody here wrote) and a font for the plots.
+# Each is checked first so a machine that has them does not touch apt at all.
+wanted=(qemu-utils fonts-dejavu-core "$@")
 packages=()
-for pkg in "$@"; do
+for pkg in "${wanted[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || packages+=("$pkg")
 done
 if [ "${#packages[@]}" -gt 0 ]; then

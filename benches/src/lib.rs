@@ -4,5 +4,7 @@ pub mod block;
 pub mod cpu;
 pub mod exits;
 pub mod host;
+pub mod plot;
+pub mod report;
 pub mod results;
 pub mod table;

@@ -7,6 +7,7 @@ use backends::engine::BackendSpec;
 use clap::{Args, Parser, Subcommand};
 use iopath_bench::block::{self, BlockOptions, IoPath};
 use iopath_bench::exits::{self, ExitsOptions};
+use iopath_bench::report;
 use iopath_bench::results::{self, ResultFile};
 use vmm::units::{parse_duration, parse_size};
 
@@ -28,6 +29,15 @@ enum Command {
     Block(BlockArgs),
     /// Cost of one VM exit of each kind (PIO, MMIO, ioeventfd, CPUID, page touch) in a fresh VM.
     Exits(ExitsArgs),
+    /// Redraws tables and plots from stored results: a result file, or the newest of each kind
+    /// in a directory.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[arg(default_value = "results")]
+    path: PathBuf,
 }
 
 #[derive(Args)]
@@ -108,6 +118,8 @@ enum Error {
     Exits(#[from] exits::Error),
     #[error(transparent)]
     Block(#[from] block::Error),
+    #[error(transparent)]
+    Report(#[from] report::Error),
     #[error("--bs {0} does not fit in 32 bits")]
     BlockSize(u64),
     #[error(transparent)]
@@ -163,7 +175,29 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             let path = file.write_to(&a.results)?;
             out(&file.payload.table())?;
-            out(&format!("results: {}", path.display()))
+            out(&format!("results: {}", path.display()))?;
+            show_plots(iopath_bench::plot::write_all(
+                &file.payload,
+                &path.with_extension(""),
+            ))
+        }
+        Command::Report(a) => {
+            let files = report::files(&a.path)?;
+            let single = files.len() == 1;
+            for path in files {
+                match report::render(&path) {
+                    Ok(r) => {
+                        out(&format!("{}:\n{}", path.display(), r.text))?;
+                        show_plots(r.plots)?;
+                    }
+                    // A directory may hold files of older versions: show the rest.
+                    Err(e) if !single => {
+                        eprintln!("iopath-bench: warning: skipped: {}", vmm::error_chain(&e));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
         }
         Command::Exits(a) => {
             let report = exits::run(&ExitsOptions {
@@ -184,6 +218,22 @@ fn run(cli: Cli) -> Result<(), Error> {
                 out(&file.payload.verbose())?;
             }
             out(&format!("results: {}", path.display()))
+        }
+    }
+}
+
+/// Lists the plots written; a plot that could not be drawn is a warning, not a failure: the
+/// numbers are already out.
+fn show_plots(plots: Result<Vec<PathBuf>, iopath_bench::plot::Error>) -> Result<(), Error> {
+    match plots {
+        Ok(files) if files.is_empty() => Ok(()),
+        Ok(files) => {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            out(&format!("plots: {}", names.join(" ")))
+        }
+        Err(e) => {
+            eprintln!("iopath-bench: warning: no plots: {}", vmm::error_chain(&e));
+            Ok(())
         }
     }
 }

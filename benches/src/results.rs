@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bump when a result layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,20 +63,33 @@ impl<T: Serialize + DeserializeOwned> ResultFile<T> {
     /// Reads a result file, refusing other schema versions with a clear error.
     pub fn read(path: &Path) -> Result<ResultFile<T>, Error> {
         let text = fs::read_to_string(path).map_err(|e| Error::Read(path.to_path_buf(), e))?;
-        #[derive(Deserialize)]
-        struct Envelope {
-            schema_version: u32,
-        }
-        let env: Envelope =
-            serde_json::from_str(&text).map_err(|e| Error::Parse(path.to_path_buf(), e))?;
-        if env.schema_version != SCHEMA_VERSION {
-            return Err(Error::Version {
-                path: path.to_path_buf(),
-                found: env.schema_version,
-            });
-        }
+        envelope(path, &text)?;
         serde_json::from_str(&text).map_err(|e| Error::Parse(path.to_path_buf(), e))
     }
+}
+
+/// The `kind` of the result file at `path`, after checking its schema version.
+pub fn kind_of(path: &Path) -> Result<String, Error> {
+    let text = fs::read_to_string(path).map_err(|e| Error::Read(path.to_path_buf(), e))?;
+    Ok(envelope(path, &text)?.kind)
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    schema_version: u32,
+    kind: String,
+}
+
+fn envelope(path: &Path, text: &str) -> Result<Envelope, Error> {
+    let env: Envelope =
+        serde_json::from_str(text).map_err(|e| Error::Parse(path.to_path_buf(), e))?;
+    if env.schema_version != SCHEMA_VERSION {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: env.schema_version,
+        });
+    }
+    Ok(env)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod emulated;
 pub mod native;
+mod report;
 pub mod sample;
 
 use std::fmt;
@@ -18,7 +19,6 @@ pub use self::emulated::EmulatedJob;
 pub use self::native::NativeJob;
 use self::sample::Sample;
 use crate::host::HostInfo;
-use crate::table::Table;
 
 /// How the workload reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,15 +144,34 @@ pub struct Row {
     pub samples: Vec<Sample>,
     /// Medians over the samples.
     pub iops: f64,
+    /// The spread of IOPS over the samples.
+    pub iops_min: f64,
+    pub iops_max: f64,
     pub mb_per_s: f64,
     pub p50_us: f64,
+    pub p90_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    pub max_us: f64,
     pub exits_per_io: Option<f64>,
     pub cpu_us_per_io: Option<f64>,
     pub errors: u64,
     /// IOPS as a percentage of the native row with the same backend and depth.
     pub percent_of_native: Option<f64>,
+    /// Whether the IOPS differ from native by more than the run-to-run spread (the two
+    /// min..max ranges do not overlap). `None` for native itself or without native.
+    pub differs_from_native: Option<bool>,
+}
+
+impl Row {
+    /// Half the min..max range of IOPS as a percentage of the median.
+    pub fn spread_percent(&self) -> f64 {
+        if self.iops > 0.0 {
+            (self.iops_max - self.iops_min) / 2.0 / self.iops * 100.0
+        } else {
+            0.0
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -235,13 +254,7 @@ pub fn run(opts: &BlockOptions, mut progress: impl FnMut(&str)) -> Result<BlockR
             for (&path, samples) in opts.paths.iter().zip(samples) {
                 rows.push(summarize(path, disk, qd, samples));
             }
-            let native = rows[first..]
-                .iter()
-                .find(|r| r.path == IoPath::Native)
-                .map(|r| r.iops);
-            for r in &mut rows[first..] {
-                r.percent_of_native = native.filter(|n| *n > 0.0).map(|n| r.iops / n * 100.0);
-            }
+            compare_with_native(&mut rows[first..]);
         }
     }
     drop(temp);
@@ -296,6 +309,22 @@ fn run_one(
     }
 }
 
+/// Fills the native comparison of rows measured on the same disk at the same depth.
+fn compare_with_native(rows: &mut [Row]) {
+    let Some(native) = rows.iter().find(|r| r.path == IoPath::Native).cloned() else {
+        return;
+    };
+    for r in rows {
+        if native.iops > 0.0 {
+            r.percent_of_native = Some(r.iops / native.iops * 100.0);
+        }
+        if r.path != IoPath::Native {
+            r.differs_from_native =
+                Some(r.iops_max < native.iops_min || r.iops_min > native.iops_max);
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -318,14 +347,22 @@ fn summarize(path: IoPath, disk: &Disk, qd: u16, samples: Vec<Sample>) -> Row {
         backend_spec: disk.spec.to_string(),
         queue_depth: qd,
         iops: m(Sample::iops),
+        iops_min: samples
+            .iter()
+            .map(Sample::iops)
+            .fold(f64::INFINITY, f64::min),
+        iops_max: samples.iter().map(Sample::iops).fold(0.0, f64::max),
         mb_per_s: m(Sample::mb_per_s),
         p50_us: m(|s| s.p50_us),
+        p90_us: m(|s| s.p90_us),
         p99_us: m(|s| s.p99_us),
         p999_us: m(|s| s.p999_us),
+        max_us: m(|s| s.max_us),
         exits_per_io: median_opt(samples.iter().map(Sample::exits_per_io)),
         cpu_us_per_io: median_opt(samples.iter().map(Sample::cpu_us_per_io)),
         errors: samples.iter().map(|s| s.errors).sum(),
         percent_of_native: None,
+        differs_from_native: None,
         samples,
     }
 }
@@ -347,49 +384,76 @@ fn temp_disk(size: u64) -> Result<tempfile::NamedTempFile, Error> {
     Ok(f)
 }
 
-impl BlockReport {
-    pub fn table(&self) -> String {
-        let mut t = Table::new([
-            "path",
-            "backend",
-            "qd",
-            "IOPS",
-            "MB/s",
-            "p50 us",
-            "p99 us",
-            "p99.9 us",
-            "exits/IO",
-            "CPU us/IO",
-            "% native",
-            "errors",
-        ]);
-        let opt =
-            |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
-        for r in &self.rows {
-            t.row([
-                r.path.to_string(),
-                r.backend.clone(),
-                r.queue_depth.to_string(),
-                format!("{:.0}", r.iops),
-                format!("{:.1}", r.mb_per_s),
-                format!("{:.1}", r.p50_us),
-                format!("{:.1}", r.p99_us),
-                format!("{:.1}", r.p999_us),
-                opt(r.exits_per_io, 2),
-                opt(r.cpu_us_per_io, 1),
-                opt(r.percent_of_native, 1),
-                r.errors.to_string(),
-            ]);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(iops: f64) -> Sample {
+        Sample {
+            ops: iops as u64,
+            bytes: iops as u64 * 4096,
+            errors: 0,
+            elapsed_s: 1.0,
+            p50_us: 10.0,
+            p90_us: 20.0,
+            p99_us: 30.0,
+            p999_us: 40.0,
+            max_us: 50.0,
+            cdf: vec![(0.5, 10.0), (1.0, 50.0)],
+            device_exits: None,
+            cpu_s: 1.0,
         }
-        format!(
-            "{} {} B, {:.0} s x {} runs (medians) on {} ({})\n{}",
-            self.workload,
-            self.block_size,
-            self.runtime_s,
-            self.repeat,
-            self.host.kind,
-            self.host.cpu_model,
-            t.render()
-        )
+    }
+
+    fn row(path: IoPath, iops: &[f64]) -> Row {
+        let disk = Disk {
+            spec: BackendSpec::Null { size: 1 << 20 },
+            label: "null".into(),
+        };
+        summarize(path, &disk, 1, iops.iter().map(|&i| sample(i)).collect())
+    }
+
+    #[test]
+    fn rows_take_medians_and_spread() {
+        let r = row(IoPath::Native, &[100.0, 300.0, 200.0]);
+        assert_eq!((r.iops, r.iops_min, r.iops_max), (200.0, 100.0, 300.0));
+        assert_eq!(r.spread_percent(), 50.0);
+        assert_eq!(r.cpu_us_per_io, Some(1e6 / 200.0));
+    }
+
+    #[test]
+    fn overlapping_ranges_are_not_significant() {
+        let mut rows = vec![
+            row(IoPath::Emulated, &[90.0, 95.0, 101.0]),
+            row(IoPath::Native, &[100.0, 102.0, 104.0]),
+        ];
+        compare_with_native(&mut rows);
+        assert_eq!(rows[0].differs_from_native, Some(false));
+        assert_eq!(rows[1].differs_from_native, None);
+        assert_eq!(rows[1].percent_of_native, Some(100.0));
+        let mut rows = vec![
+            row(IoPath::Emulated, &[50.0, 60.0]),
+            row(IoPath::Native, &[100.0, 104.0]),
+        ];
+        compare_with_native(&mut rows);
+        assert_eq!(rows[0].differs_from_native, Some(true));
+        assert_eq!(rows[0].percent_of_native, Some(55.0 / 102.0 * 100.0));
+    }
+
+    #[test]
+    fn without_native_there_is_no_comparison() {
+        let mut rows = vec![row(IoPath::Emulated, &[50.0])];
+        compare_with_native(&mut rows);
+        assert_eq!(rows[0].percent_of_native, None);
+        assert_eq!(rows[0].differs_from_native, None);
+    }
+
+    #[test]
+    fn workload_names_parse_and_verify_is_refused() {
+        assert_eq!(parse_workload("randwrite"), Ok(Workload::RandWrite));
+        assert!(parse_workload("verify").is_err());
+        assert!(parse_workload("RANDREAD").is_err());
+        assert_eq!("native".parse::<IoPath>(), Ok(IoPath::Native));
+        assert!("virtual".parse::<IoPath>().is_err());
     }
 }

@@ -14,8 +14,12 @@ pub struct Sample {
     pub elapsed_s: f64,
     /// Completion latency quantiles.
     pub p50_us: f64,
+    pub p90_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    pub max_us: f64,
+    /// The latency distribution as (quantile, us) points, for CDF plots.
+    pub cdf: Vec<(f64, f64)>,
     /// Exits to the VMM taken on the device's registers, counted by the VMM (none natively).
     pub device_exits: Option<u64>,
     /// Host CPU time of the whole process during the run (VMM threads including the vCPU, or
@@ -32,15 +36,31 @@ impl Sample {
         device_exits: Option<u64>,
         cpu_s: f64,
     ) -> Sample {
-        let q = |p: f64| latency.quantile(p).map_or(0.0, |t| t as f64 / ticks_per_us);
+        // Quantiles are bucket floors; the maximum is recorded exactly.
+        let q = |p: f64| {
+            let ticks = if p >= 1.0 && latency.count() > 0 {
+                Some(latency.max)
+            } else {
+                latency.quantile(p)
+            };
+            ticks.map_or(0.0, |t| t as f64 / ticks_per_us)
+        };
+        let cdf = if latency.count() == 0 {
+            Vec::new()
+        } else {
+            CDF_POINTS.iter().map(|&p| (p, q(p))).collect()
+        };
         Sample {
             ops: counts.ops,
             bytes: counts.bytes,
             errors: counts.errors,
             elapsed_s: counts.elapsed_s,
             p50_us: q(0.50),
+            p90_us: q(0.90),
             p99_us: q(0.99),
             p999_us: q(0.999),
+            max_us: q(1.0),
+            cdf,
             device_exits,
             cpu_s,
         }
@@ -63,6 +83,12 @@ impl Sample {
         (self.ops > 0).then(|| self.cpu_s * 1e6 / self.ops as f64)
     }
 }
+
+/// Where the CDF is sampled: dense in the tail, where paths differ.
+const CDF_POINTS: [f64; 24] = [
+    0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.97, 0.98,
+    0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0,
+];
 
 /// The counters of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -103,6 +129,12 @@ mod tests {
         // Bucket floors are within 1/16 below the true value.
         assert!(s.p50_us <= 500.0 && s.p50_us > 500.0 * 0.93, "{}", s.p50_us);
         assert!(s.p99_us <= 990.0 && s.p99_us > 990.0 * 0.93, "{}", s.p99_us);
+        assert!(s.max_us <= 1000.0 && s.max_us > 930.0, "{}", s.max_us);
+        assert!(s
+            .cdf
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        assert_eq!(s.cdf.last().map(|p| p.1), Some(s.max_us));
         assert_eq!(s.exits_per_io(), Some(3.0));
         assert_eq!(s.cpu_us_per_io(), Some(250.0));
     }
@@ -111,6 +143,7 @@ mod tests {
     fn an_empty_run_has_no_rates() {
         let s = Sample::new(Counts::default(), &Histogram::new(), 1.0, None, 0.0);
         assert_eq!((s.iops(), s.p99_us), (0.0, 0.0));
+        assert!(s.cdf.is_empty());
         assert_eq!(s.exits_per_io(), None);
         assert_eq!(s.cpu_us_per_io(), None);
     }

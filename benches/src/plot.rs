@@ -1,0 +1,251 @@
+//! Plots of a block report, as SVG and PNG: IOPS by path and queue depth, one panel per disk;
+//! and the latency CDF of every path, one panel per disk and depth.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::block::{BlockReport, IoPath, Row};
+
+/// The font plots are drawn with (Debian: fonts-dejavu-core).
+pub const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no font for the plots at {FONT_PATH} (install fonts-dejavu-core)")]
+    NoFont(#[source] std::io::Error),
+    #[error("{FONT_PATH} is not a font plotters can use")]
+    BadFont,
+    #[error("drawing {0}: {1}")]
+    Draw(PathBuf, String),
+}
+
+fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::Draw(path.to_path_buf(), format!("{e:?}"))
+}
+
+/// Registers the font once per process. plotters keeps fonts for the life of the process, so
+/// the bytes are leaked on purpose (one file, once).
+fn font() -> Result<(), Error> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = REGISTERED.get_or_init(|| {
+        let bytes = std::fs::read(FONT_PATH).map_err(|e| e.to_string())?;
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| "bad font".to_string())
+    });
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e == "bad font" => Err(Error::BadFont),
+        Err(e) => Err(Error::NoFont(std::io::Error::other(e.clone()))),
+    }
+}
+
+fn color(path: IoPath) -> RGBColor {
+    match path {
+        IoPath::Emulated => RGBColor(0xd6, 0x27, 0x28),
+        IoPath::Native => RGBColor(0x1f, 0x77, 0xb4),
+    }
+}
+
+/// Writes `<stem>-iops.{svg,png}` and `<stem>-latency.{svg,png}`; returns the files written.
+pub fn write_all(report: &BlockReport, stem: &Path) -> Result<Vec<PathBuf>, Error> {
+    font()?;
+    let mut out = Vec::new();
+    let (w, h) = (900, 500);
+    for ext in ["svg", "png"] {
+        let iops = with_suffix(stem, "iops", ext);
+        let cdf = with_suffix(stem, "latency", ext);
+        if ext == "svg" {
+            iops_chart(
+                report,
+                &SVGBackend::new(&iops, (w, h)).into_drawing_area(),
+                &iops,
+            )?;
+            cdf_chart(
+                report,
+                &SVGBackend::new(&cdf, (w, h)).into_drawing_area(),
+                &cdf,
+            )?;
+        } else {
+            iops_chart(
+                report,
+                &BitMapBackend::new(&iops, (w, h)).into_drawing_area(),
+                &iops,
+            )?;
+            cdf_chart(
+                report,
+                &BitMapBackend::new(&cdf, (w, h)).into_drawing_area(),
+                &cdf,
+            )?;
+        }
+        out.push(iops);
+        out.push(cdf);
+    }
+    Ok(out)
+}
+
+fn with_suffix(stem: &Path, what: &str, ext: &str) -> PathBuf {
+    let name = stem
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    stem.with_file_name(format!("{name}-{what}.{ext}"))
+}
+
+/// The distinct values of `key` over the rows, in first-seen order.
+fn distinct<T: PartialEq + Clone>(rows: &[Row], key: impl Fn(&Row) -> T) -> Vec<T> {
+    let mut v: Vec<T> = Vec::new();
+    for r in rows {
+        let k = key(r);
+        if !v.contains(&k) {
+            v.push(k);
+        }
+    }
+    v
+}
+
+fn iops_chart<DB: DrawingBackend>(
+    report: &BlockReport,
+    area: &DrawingArea<DB, Shift>,
+    file: &Path,
+) -> Result<(), Error> {
+    area.fill(&WHITE).map_err(draw_err(file))?;
+    let disks = distinct(&report.rows, |r| r.backend.clone());
+    let panels = area.split_evenly((1, disks.len().max(1)));
+    for (disk, panel) in disks.iter().zip(panels.iter()) {
+        let rows: Vec<&Row> = report.rows.iter().filter(|r| &r.backend == disk).collect();
+        let depths = distinct(&report.rows, |r| r.queue_depth);
+        let paths = distinct(&report.rows, |r| r.path);
+        let max = rows.iter().map(|r| r.iops_max).fold(1.0, f64::max);
+        let groups = depths.len() as f64;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!(
+                    "{} {} B on {}: IOPS",
+                    report.workload, report.block_size, disk
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5..groups - 0.5, 0.0..max * 1.1)
+            .map_err(draw_err(file))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(depths.len())
+            // Group g is centred on x = g.
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                match depths.get(i as usize) {
+                    Some(qd) if (x - i).abs() < 0.01 && i >= 0.0 => format!("qd {qd}"),
+                    _ => String::new(),
+                }
+            })
+            .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+            .draw()
+            .map_err(draw_err(file))?;
+        let width = 0.8 / paths.len().max(1) as f64;
+        for (pi, path) in paths.iter().enumerate() {
+            let bars = rows.iter().filter(|r| r.path == *path).filter_map(|r| {
+                let g = depths.iter().position(|d| *d == r.queue_depth)? as f64;
+                let x0 = g - 0.4 + pi as f64 * width;
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, r.iops)],
+                    color(*path).filled(),
+                ))
+            });
+            chart
+                .draw_series(bars)
+                .map_err(draw_err(file))?
+                .label(path.name())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color(*path).filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_err(file))?;
+    }
+    area.present().map_err(draw_err(file))
+}
+
+fn cdf_chart<DB: DrawingBackend>(
+    report: &BlockReport,
+    area: &DrawingArea<DB, Shift>,
+    file: &Path,
+) -> Result<(), Error> {
+    area.fill(&WHITE).map_err(draw_err(file))?;
+    let cells = distinct(&report.rows, |r| (r.backend.clone(), r.queue_depth));
+    let cols = cells.len().clamp(1, 2);
+    let rows_n = cells.len().div_ceil(cols).max(1);
+    let panels = area.split_evenly((rows_n, cols));
+    for ((disk, qd), panel) in cells.iter().zip(panels.iter()) {
+        let rows: Vec<&Row> = report
+            .rows
+            .iter()
+            .filter(|r| &r.backend == disk && r.queue_depth == *qd)
+            .collect();
+        // The median run's CDF of each path (the run whose IOPS is closest to the median).
+        let curves: Vec<(IoPath, Vec<(f64, f64)>)> = rows
+            .iter()
+            .filter_map(|r| {
+                let s = r.samples.iter().min_by(|a, b| {
+                    (a.iops() - r.iops)
+                        .abs()
+                        .total_cmp(&(b.iops() - r.iops).abs())
+                })?;
+                Some((r.path, s.cdf.clone()))
+            })
+            .collect();
+        let lo = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| p.1))
+            .filter(|v| *v > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let hi = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| p.1))
+            .fold(0.0, f64::max);
+        let (lo, hi) = if lo.is_finite() && hi > lo {
+            (lo * 0.8, hi * 1.2)
+        } else {
+            (0.01, 1.0)
+        };
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{disk} qd {qd}: latency CDF"), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)
+            .map_err(draw_err(file))?;
+        chart
+            .configure_mesh()
+            .x_desc("us")
+            .x_label_formatter(&|x| format!("{x:.1}"))
+            .draw()
+            .map_err(draw_err(file))?;
+        for (path, cdf) in curves {
+            let pts = cdf.iter().filter(|p| p.1 > 0.0).map(|&(q, us)| (us, q));
+            chart
+                .draw_series(LineSeries::new(pts, color(path).stroke_width(2)))
+                .map_err(draw_err(file))?
+                .label(path.name())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color(path)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_err(file))?;
+    }
+    area.present().map_err(draw_err(file))
+}
