@@ -45,6 +45,10 @@ struct BlockArgs {
     /// Paths to compare, comma separated: emulated, native.
     #[arg(long, value_delimiter = ',', default_value = "emulated,native")]
     paths: Vec<IoPath>,
+    /// Peers to run beside our paths: fio (host, a second native reference). A peer whose
+    /// binary is missing is reported and skipped.
+    #[arg(long, value_delimiter = ',', value_parser = ["fio"])]
+    peer: Vec<String>,
     /// randread, randwrite, read or write.
     #[arg(long, default_value = "randread", value_parser = block::parse_workload)]
     workload: iopath_mailbox::Workload,
@@ -150,8 +154,18 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Block(a) => {
+            let mut paths = a.paths;
+            for peer in &a.peer {
+                match peer.as_str() {
+                    "fio" if !block::fio::available() => {
+                        eprintln!("iopath-bench: skipped peer fio: not installed (apt install fio)")
+                    }
+                    "fio" if !paths.contains(&IoPath::Fio) => paths.push(IoPath::Fio),
+                    _ => {}
+                }
+            }
             let opts = BlockOptions {
-                paths: a.paths,
+                paths,
                 workload: a.workload,
                 block_size: u32::try_from(a.bs).map_err(|_| Error::BlockSize(a.bs))?,
                 queue_depths: a.qd,

@@ -47,6 +47,7 @@ fn color(path: IoPath) -> RGBColor {
     match path {
         IoPath::Emulated => RGBColor(0xd6, 0x27, 0x28),
         IoPath::Native => RGBColor(0x1f, 0x77, 0xb4),
+        IoPath::Fio => RGBColor(0x7f, 0x7f, 0x7f),
     }
 }
 

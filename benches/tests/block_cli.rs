@@ -100,8 +100,15 @@ fn table_and_result_file_for_native_only() {
             .any(|l| l.starts_with("native") && l.contains("null")),
         "{text}"
     );
-    let files: Vec<_> = std::fs::read_dir(results.path()).unwrap().collect();
-    assert_eq!(files.len(), 1);
+    let names: Vec<String> = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.iter().filter(|n| n.ends_with(".json")).count(), 1, "{names:?}");
+    if Path::new(iopath_bench::plot::FONT_PATH).exists() {
+        assert_eq!(names.iter().filter(|n| n.ends_with(".svg")).count(), 2, "{names:?}");
+        assert!(text.contains("plots:"), "{text}");
+    }
 }
 
 #[test]
@@ -126,4 +133,48 @@ fn bad_options_fail_with_one_line() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(err.trim().lines().count() <= 3, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn fio_peer_rows_sit_beside_native() {
+    if !Path::new("/usr/bin/fio").exists() && Command::new("fio").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: fio not installed");
+        return;
+    }
+    let results = tempfile::tempdir().unwrap();
+    let out = bench()
+        .args([
+            "block",
+            "--paths",
+            "native",
+            "--peer",
+            "fio",
+            "--backend",
+            "null:64M",
+        ])
+        .args([
+            "--qd",
+            "4",
+            "--runtime",
+            "300ms",
+            "--repeat",
+            "1",
+            "--json",
+            "--results",
+        ])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["payload"]["rows"].as_array().unwrap();
+    let fio = rows.iter().find(|r| r["path"] == "fio").expect("a fio row");
+    assert!(fio["iops"].as_f64().unwrap() > 0.0, "{fio}");
+    assert!(fio["samples"][0]["ops"].as_u64().unwrap() > 0);
+    assert!(fio["percent_of_native"].as_f64().unwrap() > 0.0);
 }

@@ -2,6 +2,7 @@
 //! percentage of native.
 
 mod emulated;
+pub mod fio;
 pub mod native;
 mod report;
 pub mod sample;
@@ -28,6 +29,8 @@ pub enum IoPath {
     Emulated,
     /// The same engine on the host, no VM.
     Native,
+    /// fio on the host (`--peer fio`): a second native reference.
+    Fio,
 }
 
 impl IoPath {
@@ -35,6 +38,7 @@ impl IoPath {
         match self {
             IoPath::Emulated => "emulated",
             IoPath::Native => "native",
+            IoPath::Fio => "fio",
         }
     }
 }
@@ -52,7 +56,10 @@ impl FromStr for IoPath {
         match s {
             "emulated" => Ok(IoPath::Emulated),
             "native" => Ok(IoPath::Native),
-            _ => Err(format!("unknown path {s:?} (expected emulated or native)")),
+            "fio" => Ok(IoPath::Fio),
+            _ => Err(format!(
+                "unknown path {s:?} (expected emulated, native or fio)"
+            )),
         }
     }
 }
@@ -117,6 +124,13 @@ pub enum Error {
         qd: u16,
         #[source]
         source: native::Error,
+    },
+    #[error("fio peer, {backend} qd {qd}")]
+    Fio {
+        backend: String,
+        qd: u16,
+        #[source]
+        source: fio::Error,
     },
     #[error("creating the temporary disk file")]
     TempFile(#[source] std::io::Error),
@@ -302,6 +316,20 @@ fn run_one(
             seed: opts.seed,
         })
         .map_err(|source| Error::Native {
+            backend: spec.to_string(),
+            qd,
+            source,
+        }),
+        IoPath::Fio => fio::run(&fio::FioJob {
+            backend: spec.clone(),
+            workload: opts.workload,
+            block_size: opts.block_size,
+            queue_depth: qd,
+            duration: opts.runtime,
+            region_bytes: opts.region_bytes,
+            seed: opts.seed,
+        })
+        .map_err(|source| Error::Fio {
             backend: spec.to_string(),
             qd,
             source,

@@ -66,6 +66,37 @@ impl Sample {
         }
     }
 
+    /// Builds a sample from (quantile, us) points measured elsewhere (fio). Quantiles between
+    /// points take the next point's value.
+    pub fn from_cdf(
+        counts: Counts,
+        mut cdf: Vec<(f64, f64)>,
+        device_exits: Option<u64>,
+        cpu_s: f64,
+    ) -> Sample {
+        cdf.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let q = |p: f64| {
+            cdf.iter()
+                .find(|(at, _)| *at >= p - 1e-9)
+                .or(cdf.last())
+                .map_or(0.0, |c| c.1)
+        };
+        Sample {
+            ops: counts.ops,
+            bytes: counts.bytes,
+            errors: counts.errors,
+            elapsed_s: counts.elapsed_s,
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: q(1.0),
+            device_exits,
+            cpu_s,
+            cdf,
+        }
+    }
+
     pub fn iops(&self) -> f64 {
         per_second(self.ops, self.elapsed_s)
     }
