@@ -1,11 +1,13 @@
 //! iopath-bench: the side-by-side report of I/O virtualization paths.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use backends::engine::BackendSpec;
 use clap::{Args, Parser, Subcommand};
-use iopath_bench::block::{self, BlockOptions, IoPath};
+use indicatif::{ProgressBar, ProgressStyle};
+use iopath_bench::block::args::BlockArgs;
+use iopath_bench::block::{self, BlockOptions};
 use iopath_bench::exits::{self, ExitsOptions};
 use iopath_bench::report;
 use iopath_bench::results::{self, ResultFile};
@@ -38,54 +40,6 @@ enum Command {
 struct ReportArgs {
     #[arg(default_value = "results")]
     path: PathBuf,
-}
-
-#[derive(Args)]
-struct BlockArgs {
-    /// Paths to compare, comma separated: emulated, native.
-    #[arg(long, value_delimiter = ',', default_value = "emulated,native")]
-    paths: Vec<IoPath>,
-    /// Peers to run beside our paths: fio (host, a second native reference). A peer whose
-    /// binary is missing is reported and skipped.
-    #[arg(long, value_delimiter = ',', value_parser = ["fio"])]
-    peer: Vec<String>,
-    /// randread, randwrite, read or write.
-    #[arg(long, default_value = "randread", value_parser = block::parse_workload)]
-    workload: iopath_mailbox::Workload,
-    /// Bytes per I/O.
-    #[arg(long, default_value = "4k", value_parser = parse_size)]
-    bs: u64,
-    /// Queue depths, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,32")]
-    qd: Vec<u16>,
-    /// `null`, `null:SIZE` or `file[,direct][,ro]:PATH`; repeat for several. Default: null and
-    /// a temporary file.
-    #[arg(long)]
-    backend: Vec<BackendSpec>,
-    /// Run time of each run.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    runtime: std::time::Duration,
-    /// Runs of each path; the table shows medians.
-    #[arg(long, default_value_t = BlockOptions::default().repeat)]
-    repeat: u32,
-    /// Bytes of each disk to cover (default: all of it).
-    #[arg(long, value_parser = parse_size)]
-    region: Option<u64>,
-    /// Guest RAM of each VM.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    memory: u64,
-    /// Size of the temporary file used without --backend.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    temp_file_size: u64,
-    /// Print the result file's JSON to stdout instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// No progress lines on stderr.
-    #[arg(long, short)]
-    quiet: bool,
-    /// Where result files go.
-    #[arg(long, default_value = "results")]
-    results: PathBuf,
 }
 
 #[derive(Args)]
@@ -124,8 +78,6 @@ enum Error {
     Block(#[from] block::Error),
     #[error(transparent)]
     Report(#[from] report::Error),
-    #[error("--bs {0} does not fit in 32 bits")]
-    BlockSize(u64),
     #[error(transparent)]
     Results(#[from] results::Error),
     #[error("writing to stdout failed")]
@@ -154,35 +106,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Block(a) => {
-            let mut paths = a.paths;
-            for peer in &a.peer {
-                match peer.as_str() {
-                    "fio" if !block::fio::available() => {
-                        eprintln!("iopath-bench: skipped peer fio: not installed (apt install fio)")
-                    }
-                    "fio" if !paths.contains(&IoPath::Fio) => paths.push(IoPath::Fio),
-                    _ => {}
-                }
+            let resolved = a.resolve().map_err(block::Error::from)?;
+            for why in &resolved.skipped_peers {
+                eprintln!("iopath-bench: skipped peer {why}");
             }
-            let opts = BlockOptions {
-                paths,
-                workload: a.workload,
-                block_size: u32::try_from(a.bs).map_err(|_| Error::BlockSize(a.bs))?,
-                queue_depths: a.qd,
-                backends: a.backend,
-                runtime: a.runtime,
-                repeat: a.repeat,
-                region_bytes: a.region.unwrap_or(0),
-                memory: a.memory,
-                temp_file_size: a.temp_file_size,
-                ..BlockOptions::default()
-            };
-            let quiet = a.quiet || a.json;
-            let report = block::run(&opts, |line| {
-                if !quiet {
-                    eprintln!("{line}");
-                }
-            })?;
+            let report = run_block(&resolved.options, a.quiet || a.json)?;
             let file = ResultFile::new("block", report);
             if a.json {
                 return out(&file.to_json()?);
@@ -234,6 +162,31 @@ fn run(cli: Cli) -> Result<(), Error> {
             out(&format!("results: {}", path.display()))
         }
     }
+}
+
+/// Runs the matrix with a progress bar on a terminal, or a line per run otherwise.
+fn run_block(opts: &BlockOptions, quiet: bool) -> Result<block::BlockReport, Error> {
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} runs, eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let report = block::run(opts, |p| match &bar {
+        Some(bar) => {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            bar.set_message(p.line.to_string());
+        }
+        None if !quiet => eprintln!("[{}/{}] {}", p.done, p.total, p.line),
+        None => {}
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report?)
 }
 
 /// Lists the plots written; a plot that could not be drawn is a warning, not a failure: the

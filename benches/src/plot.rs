@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::block::{BlockReport, IoPath, Row};
+use crate::block::{BlockReport, IoPath, Row, Scenario};
 
 /// The font plots are drawn with (Debian: fonts-dejavu-core).
 pub const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -51,14 +51,29 @@ fn color(path: IoPath) -> RGBColor {
     }
 }
 
-/// Writes `<stem>-iops.{svg,png}` and `<stem>-latency.{svg,png}`; returns the files written.
+/// Writes `<stem>[-<workload>-<bs>]-iops.{svg,png}` and `...-latency.{svg,png}` for every
+/// scenario (the suffix only when there are several); returns the files written.
 pub fn write_all(report: &BlockReport, stem: &Path) -> Result<Vec<PathBuf>, Error> {
     font()?;
     let mut out = Vec::new();
+    for s in &report.scenarios {
+        let name = if report.scenarios.len() > 1 {
+            format!("{}-{}", s.workload, s.block_size)
+        } else {
+            String::new()
+        };
+        out.extend(write_scenario(s, stem, &name)?);
+    }
+    Ok(out)
+}
+
+fn write_scenario(report: &Scenario, stem: &Path, name: &str) -> Result<Vec<PathBuf>, Error> {
+    let mut out = Vec::new();
     let (w, h) = (900, 500);
+    let sep = if name.is_empty() { "" } else { "-" };
     for ext in ["svg", "png"] {
-        let iops = with_suffix(stem, "iops", ext);
-        let cdf = with_suffix(stem, "latency", ext);
+        let iops = with_suffix(stem, &format!("{name}{sep}iops"), ext);
+        let cdf = with_suffix(stem, &format!("{name}{sep}latency"), ext);
         if ext == "svg" {
             iops_chart(
                 report,
@@ -108,7 +123,7 @@ fn distinct<T: PartialEq + Clone>(rows: &[Row], key: impl Fn(&Row) -> T) -> Vec<
 }
 
 fn iops_chart<DB: DrawingBackend>(
-    report: &BlockReport,
+    report: &Scenario,
     area: &DrawingArea<DB, Shift>,
     file: &Path,
 ) -> Result<(), Error> {
@@ -178,7 +193,7 @@ fn iops_chart<DB: DrawingBackend>(
 }
 
 fn cdf_chart<DB: DrawingBackend>(
-    report: &BlockReport,
+    report: &Scenario,
     area: &DrawingArea<DB, Shift>,
     file: &Path,
 ) -> Result<(), Error> {

@@ -36,7 +36,7 @@ fn emulated_and_native_rows_with_counted_exits() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kind"], "block");
-    let rows = v["payload"]["rows"].as_array().unwrap();
+    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "two paths x two depths");
     for r in rows {
         assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
@@ -104,9 +104,17 @@ fn table_and_result_file_for_native_only() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.iter().filter(|n| n.ends_with(".json")).count(), 1, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".json")).count(),
+        1,
+        "{names:?}"
+    );
     if Path::new(iopath_bench::plot::FONT_PATH).exists() {
-        assert_eq!(names.iter().filter(|n| n.ends_with(".svg")).count(), 2, "{names:?}");
+        assert_eq!(
+            names.iter().filter(|n| n.ends_with(".svg")).count(),
+            2,
+            "{names:?}"
+        );
         assert!(text.contains("plots:"), "{text}");
     }
 }
@@ -172,9 +180,76 @@ fn fio_peer_rows_sit_beside_native() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = v["payload"]["rows"].as_array().unwrap();
+    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
     let fio = rows.iter().find(|r| r["path"] == "fio").expect("a fio row");
     assert!(fio["iops"].as_f64().unwrap() > 0.0, "{fio}");
     assert!(fio["samples"][0]["ops"].as_u64().unwrap() > 0);
     assert!(fio["percent_of_native"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_scenario_file_drives_a_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("matrix.toml");
+    std::fs::write(
+        &file,
+        r#"
+        paths = ["native"]
+        workloads = ["randread", "write"]
+        block_sizes = ["4k", "16k"]
+        queue_depths = [1, 2]
+        backends = ["null:16M"]
+        runtime = "50ms"
+        warmup = "10ms"
+        repeat = 2
+        "#,
+    )
+    .unwrap();
+    let out = bench()
+        .args(["block", "--json", "--scenario"])
+        .arg(&file)
+        .args(["--results"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scenarios = v["payload"]["scenarios"].as_array().unwrap();
+    let cells: Vec<(String, u64)> = scenarios
+        .iter()
+        .map(|s| {
+            (
+                s["workload"].as_str().unwrap().to_string(),
+                s["block_size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("randread".to_string(), 4096),
+            ("randread".to_string(), 16384),
+            ("write".to_string(), 4096),
+            ("write".to_string(), 16384)
+        ]
+    );
+    for s in scenarios {
+        let rows = s["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "one native row per depth");
+        for r in rows {
+            assert_eq!(
+                r["samples"].as_array().unwrap().len(),
+                2,
+                "two measured runs"
+            );
+            let bytes = r["samples"][0]["bytes"].as_u64().unwrap();
+            let ops = r["samples"][0]["ops"].as_u64().unwrap();
+            assert_eq!(bytes, ops * s["block_size"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(v["payload"]["warmup_s"], 0.01);
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use iopath_bench::block::sample::Sample;
-use iopath_bench::block::{BlockReport, IoPath, Row};
+use iopath_bench::block::{BlockReport, IoPath, Row, Scenario};
 use iopath_bench::host::HostInfo;
 use iopath_bench::plot::FONT_PATH;
 use iopath_bench::results::ResultFile;
@@ -60,11 +60,14 @@ fn stored(dir: &Path) -> std::path::PathBuf {
             iopath_version: "0.1.0".into(),
             git_rev: "abc".into(),
         },
-        workload: "randread".into(),
-        block_size: 4096,
         runtime_s: 1.0,
+        warmup_s: 0.0,
         repeat: 1,
-        rows: vec![row(IoPath::Emulated, 12345.0), row(IoPath::Native, 40000.0)],
+        scenarios: vec![Scenario {
+            workload: "randread".into(),
+            block_size: 4096,
+            rows: vec![row(IoPath::Emulated, 12345.0), row(IoPath::Native, 40000.0)],
+        }],
     };
     ResultFile::new("block", report).write_to(dir).unwrap()
 }

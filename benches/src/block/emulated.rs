@@ -75,7 +75,7 @@ pub fn run(job: &EmulatedJob) -> Result<Sample, Error> {
         timeout: job.duration + GRACE,
         console: None,
         disks: vec![DiskConfig {
-            backend: job.backend.clone(),
+            backend: job.backend.clone().into(),
             iface: DiskIface::Nvme,
         }],
     })

@@ -1,9 +1,40 @@
 //! The terminal table of a block report.
 
-use super::{BlockReport, Row};
+use super::{BlockReport, Row, Scenario};
 use crate::table::Table;
 
 impl BlockReport {
+    /// One table per scenario, with the host under the first.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{} s runs x {}{} (medians) on {} ({})\n",
+            self.runtime_s,
+            self.repeat,
+            if self.warmup_s > 0.0 {
+                format!(", {} s warm-up each", self.warmup_s)
+            } else {
+                String::new()
+            },
+            self.host.kind,
+            self.host.cpu_model
+        );
+        for s in &self.scenarios {
+            out.push('\n');
+            out.push_str(&s.table());
+        }
+        if self
+            .scenarios
+            .iter()
+            .flat_map(|s| &s.rows)
+            .any(|r| r.differs_from_native == Some(false))
+        {
+            out.push_str("~: within the run-to-run spread of native (not significant)\n");
+        }
+        out
+    }
+}
+
+impl Scenario {
     pub fn table(&self) -> String {
         let mut t = Table::new([
             "path",
@@ -39,24 +70,7 @@ impl BlockReport {
                 r.errors.to_string(),
             ]);
         }
-        let mut out = format!(
-            "{} {} B, {} s x {} runs (medians) on {} ({})\n{}",
-            self.workload,
-            self.block_size,
-            self.runtime_s,
-            self.repeat,
-            self.host.kind,
-            self.host.cpu_model,
-            t.render()
-        );
-        if self
-            .rows
-            .iter()
-            .any(|r| r.differs_from_native == Some(false))
-        {
-            out.push_str("~: within the run-to-run spread of native (not significant)\n");
-        }
-        out
+        format!("{} {} B\n{}", self.workload, self.block_size, t.render())
     }
 }
 
