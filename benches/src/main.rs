@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// One block workload on each I/O path, side by side with native. Without --backend it
     /// runs on `null` and on a temporary file.
-    Block(BlockArgs),
+    Block(Box<BlockArgs>),
     /// Cost of one VM exit of each kind (PIO, MMIO, ioeventfd, CPUID, page touch) in a fresh VM.
     Exits(ExitsArgs),
     /// Redraws tables and plots from stored results: a result file, or the newest of each kind
