@@ -18,6 +18,22 @@ pub fn process_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// User plus system time of another process so far (all its threads), from
+/// `/proc/PID/stat`; `None` once it is gone or if the file does not parse.
+pub fn process_time_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,10 +43,36 @@ mod tests {
         let before = process_time();
         let mut x = 0u64;
         let t = std::time::Instant::now();
-        while t.elapsed() < Duration::from_millis(30) {
+        // Spin until the clock moves or a generous deadline passes (a loaded machine may
+        // give this thread little CPU, so no fixed ratio to wall time is assumed).
+        while process_time() - before < Duration::from_millis(10) && t.elapsed().as_secs() < 30 {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        let used = process_time() - before;
-        assert!(used >= Duration::from_millis(10), "{used:?}");
+        assert!(process_time() - before >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn another_process_is_measured_from_proc() {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let t = std::time::Instant::now();
+        let mut seen = Duration::ZERO;
+        while t.elapsed() < Duration::from_secs(5) {
+            seen = process_time_of(pid).unwrap();
+            if seen >= Duration::from_millis(50) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(seen >= Duration::from_millis(50), "{seen:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(process_time_of(pid), None, "gone after reaping");
     }
 }
