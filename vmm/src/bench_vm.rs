@@ -23,10 +23,12 @@ use crate::devices::done::{DonePort, DoneSignal};
 use crate::devices::nvme::NvmeDevice;
 use crate::devices::probe::ExitProbe;
 use crate::devices::serial::{ConsoleSink, IrqTrigger, Serial};
-use crate::disk::{DiskConfig, DiskIface};
+use crate::disk::{DiskBackend, DiskConfig, DiskIface};
 use crate::memory::RamConfig;
-use crate::pci::{self, PciConfigIo, PciConfigMmio, PciRoot};
+use crate::pci::{self, PciConfigIo, PciConfigMmio, PciDevice, PciRoot};
 use crate::vcpu::{self, ExitCounters, ExitCounts, Vcpu, VcpuShared};
+use crate::virtio::vhost_user_blk::VhostUserBlk;
+use crate::virtio::VirtioPciDevice;
 use crate::vm::{self, Vm};
 
 /// COM1's interrupt line.
@@ -68,6 +70,12 @@ pub enum Error {
     Nvme(#[source] crate::devices::nvme::Error),
     #[error("PCI")]
     Pci(#[source] pci::root::Error),
+    #[error("vhost-user disk")]
+    VhostUser(#[source] crate::virtio::vhost_user_blk::Error),
+    #[error("virtio-pci device")]
+    Virtio(#[source] crate::virtio::transport::Error),
+    #[error("disk {backend} cannot be reached through iface={iface}")]
+    DiskIface { backend: String, iface: DiskIface },
 }
 
 impl Error {
@@ -261,12 +269,11 @@ fn attach_disks(
     let dma = Arc::new(vm.ram().dma_space().map_err(Error::Ram)?);
     let mut counters = Vec::new();
     for disk in disks {
-        let engine = disk
-            .backend
-            .open(DISK_ENGINE_DEPTH)
-            .map_err(|e| Error::Disk(disk.backend.to_string(), e))?;
-        match disk.iface {
-            DiskIface::Nvme => {
+        let dev: Arc<Mutex<dyn PciDevice>> = match (&disk.backend, disk.iface) {
+            (DiskBackend::Engine(spec), DiskIface::Nvme) => {
+                let engine = spec
+                    .open(DISK_ENGINE_DEPTH)
+                    .map_err(|e| Error::Disk(spec.to_string(), e))?;
                 let dev = NvmeDevice::new(
                     ControllerConfig::default(),
                     engine,
@@ -275,12 +282,28 @@ fn attach_disks(
                 )
                 .map_err(Error::Nvme)?;
                 counters.push(dev.exit_counter());
-                root.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .add_device(Arc::new(Mutex::new(dev)))
-                    .map_err(Error::Pci)?;
+                Arc::new(Mutex::new(dev))
             }
-        }
+            (DiskBackend::VhostUser(cfg), DiskIface::VhostUser) => {
+                let blk = VhostUserBlk::connect(cfg, vm.ram().memory().clone())
+                    .map_err(Error::VhostUser)?;
+                let dev =
+                    VirtioPciDevice::new(Box::new(blk), vm.ioevent_registrar(), vm.msi_sink())
+                        .map_err(Error::Virtio)?;
+                counters.push(dev.exit_counter());
+                Arc::new(Mutex::new(dev))
+            }
+            (backend, iface) => {
+                return Err(Error::DiskIface {
+                    backend: backend.to_string(),
+                    iface,
+                })
+            }
+        };
+        root.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(dev)
+            .map_err(Error::Pci)?;
     }
     Ok(counters)
 }

@@ -12,6 +12,7 @@ pub mod memory;
 pub mod pci;
 pub mod units;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 
 /// One line: an error and each of its causes, as binaries print it. A cause whose text its

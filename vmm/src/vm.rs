@@ -8,6 +8,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::{self, GuestRam, RamConfig};
 use crate::pci::msix::{MsiMessage, MsiSink};
+use crate::virtio::IoEventRegistrar;
 
 /// Where KVM may put the three pages Intel's real-mode emulation needs: just below the BIOS.
 const TSS_ADDRESS: usize = 0xfffb_d000;
@@ -100,11 +101,31 @@ impl Vm {
             .map_err(|e| Error::IoEvent(addr, e))
     }
 
+    /// Registers and removes MMIO ioeventfds while the VM runs (notify addresses that follow a
+    /// BAR the guest may move).
+    pub fn ioevent_registrar(&self) -> Arc<dyn IoEventRegistrar> {
+        Arc::new(KvmIoEvents(self.fd.clone()))
+    }
+
     /// Signalling `evt` raises `gsi` on the in-kernel irqchip.
     pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), Error> {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|e| Error::Irqfd(gsi, e))
+    }
+}
+
+struct KvmIoEvents(Arc<VmFd>);
+
+impl IoEventRegistrar for KvmIoEvents {
+    fn register(&self, evt: &EventFd, gpa: u64) -> Result<(), kvm_ioctls::Error> {
+        self.0
+            .register_ioevent(evt, &IoEventAddress::Mmio(gpa), NoDatamatch)
+    }
+
+    fn unregister(&self, evt: &EventFd, gpa: u64) -> Result<(), kvm_ioctls::Error> {
+        self.0
+            .unregister_ioevent(evt, &IoEventAddress::Mmio(gpa), NoDatamatch)
     }
 }
 

@@ -51,7 +51,7 @@ fn run(job: Job, backend: BackendSpec) -> bench_vm::BenchRun {
         timeout: Duration::from_secs(120),
         console: None,
         disks: vec![DiskConfig {
-            backend,
+            backend: backend.into(),
             iface: DiskIface::Nvme,
         }],
     })

@@ -68,6 +68,38 @@ pub unsafe fn mmio_write32(addr: u64, value: u32) {
     core::ptr::write_volatile(addr as *mut u32, value)
 }
 
+/// Volatile 8-bit MMIO load.
+///
+/// # Safety
+/// As for [`mmio_read32`].
+pub unsafe fn mmio_read8(addr: u64) -> u8 {
+    core::ptr::read_volatile(addr as *const u8)
+}
+
+/// Volatile 8-bit MMIO store.
+///
+/// # Safety
+/// As for [`mmio_read32`].
+pub unsafe fn mmio_write8(addr: u64, value: u8) {
+    core::ptr::write_volatile(addr as *mut u8, value)
+}
+
+/// Volatile 16-bit MMIO load.
+///
+/// # Safety
+/// As for [`mmio_read32`], and `addr` is 2-byte aligned.
+pub unsafe fn mmio_read16(addr: u64) -> u16 {
+    core::ptr::read_volatile(addr as *const u16)
+}
+
+/// Volatile 16-bit MMIO store.
+///
+/// # Safety
+/// As for [`mmio_read16`].
+pub unsafe fn mmio_write16(addr: u64, value: u16) {
+    core::ptr::write_volatile(addr as *mut u16, value)
+}
+
 // The guest links no libc: these are the symbols compiler-generated code calls. They use string
 // instructions so the compiler cannot turn their bodies back into calls to themselves.
 

@@ -14,6 +14,7 @@ use self::pass::Pass;
 use crate::nvme::Nvme;
 use crate::pci::{self, Match};
 use crate::scratch::{Scratch, PAGE};
+use crate::virtio::VirtioBlk;
 use crate::{clock, log};
 
 /// Slots per queue: bounds the bookkeeping arrays the guest keeps on its stack.
@@ -50,8 +51,8 @@ pub fn run(job: &Job) -> Result<BlockResults, u32> {
         }
         BlockDevice::VirtioBlk => {
             let dev = pci::find(Match::VIRTIO_BLK).ok_or(error::NO_DEVICE)?;
-            log!("pci {}: this guest has no virtio-blk driver yet", dev);
-            Err(error::BAD_PARAMETER)
+            let mut blk = VirtioBlk::open(&dev, &mut scratch, &cfg)?;
+            run_on(&mut blk, &mut scratch, &p, "virtio-blk")
         }
     }
 }

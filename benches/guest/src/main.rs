@@ -14,6 +14,7 @@ mod pci;
 mod scratch;
 mod stats;
 mod uart;
+mod virtio;
 
 use iopath_mailbox::{error, JobKind, Status};
 

@@ -8,7 +8,7 @@ use clap::Parser;
 use iopath_mailbox::{BlockDevice, BlockJob, ExitKind, ExitsJob, Job, JobKind, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::check_host;
-use vmm::disk::DiskConfig;
+use vmm::disk::{DiskConfig, DiskIface};
 use vmm::memory::RamConfig;
 use vmm::units::{parse_duration, parse_size};
 
@@ -52,7 +52,9 @@ struct Args {
     /// Exits job: MiB of random page touches (a power of two; 0 skips it).
     #[arg(long, default_value_t = 32)]
     touch_mib: u32,
-    /// A disk: `path=FILE[,direct=on][,readonly=on],iface=nvme` or `null[=SIZE],iface=nvme`.
+    /// A disk: `path=FILE[,direct=on][,readonly=on],iface=nvme`, `null[=SIZE],iface=nvme`, or
+    /// `socket=PATH,iface=vhost-user[,queues=N][,queue_size=N]` (a vhost-user-blk backend; the
+    /// guest sees virtio-blk).
     #[arg(long)]
     disk: Vec<DiskConfig>,
     /// Block job: randread, randwrite, read, write, or verify (write a pattern over the region,
@@ -161,7 +163,10 @@ fn run(args: Args) -> Result<(), Error> {
         },
         block: BlockJob {
             // The guest looks for the first disk's interface.
-            device: BlockDevice::Nvme as u32,
+            device: match args.disk.first().map(|d| d.iface) {
+                Some(DiskIface::VhostUser) => BlockDevice::VirtioBlk,
+                _ => BlockDevice::Nvme,
+            } as u32,
             workload: args.workload as u32,
             block_size: u32::try_from(args.bs).map_err(|_| Error::BlockSize(args.bs))?,
             queue_depth: args.qd,

@@ -1,5 +1,5 @@
 //! The boundary between the block job and a storage driver: one polled I/O queue with a fixed
-//! number of slots. NVMe implements it now, virtio-blk later.
+//! number of slots. The NVMe and virtio-blk drivers implement it.
 
 /// The direction of an I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
