@@ -46,6 +46,8 @@ fn font() -> Result<(), Error> {
 fn color(path: IoPath) -> RGBColor {
     match path {
         IoPath::Emulated => RGBColor(0xd6, 0x27, 0x28),
+        IoPath::Virtio => RGBColor(0x2c, 0xa0, 0x2c),
+        IoPath::VirtioQsd => RGBColor(0x98, 0xdf, 0x8a),
         IoPath::Native => RGBColor(0x1f, 0x77, 0xb4),
         IoPath::Fio => RGBColor(0x7f, 0x7f, 0x7f),
     }

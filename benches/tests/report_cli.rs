@@ -23,6 +23,7 @@ fn sample(iops: f64) -> Sample {
         cdf: vec![(0.1, 5.0), (0.5, 10.0), (0.99, 20.0), (1.0, 80.0)],
         device_exits: Some(iops as u64 * 2),
         cpu_s: 0.5,
+        cpu_by_process: vec![("vmm".into(), 0.5)],
     }
 }
 

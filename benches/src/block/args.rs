@@ -10,6 +10,7 @@ use iopath_mailbox::Workload;
 use vmm::units::{parse_duration, parse_size};
 
 use super::scenario_file::{self, ScenarioFile};
+use super::vhost_backend::{self, BackendProgram};
 use super::{fio, parse_workload, BlockOptions, IoPath};
 
 #[derive(Args, Debug, Default)]
@@ -17,13 +18,18 @@ pub struct BlockArgs {
     /// A TOML scenario matrix (see the README); flags below override what it sets.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
-    /// Paths to compare, comma separated: emulated, native [default: emulated,native].
+    /// Paths to compare, comma separated: emulated, virtio, native [default: all three].
     #[arg(long, value_delimiter = ',')]
     pub paths: Option<Vec<IoPath>>,
-    /// Peers beside our paths: fio (a second native reference on the host). A peer whose binary
-    /// is missing is reported and skipped.
-    #[arg(long, value_delimiter = ',', value_parser = ["fio"])]
+    /// Peers beside our paths, comma separated: fio (a second native reference on the host),
+    /// qsd (qemu-storage-daemon as the vhost-user-blk backend of the virtio path). A peer
+    /// whose binary is missing is reported and skipped.
+    #[arg(long, value_delimiter = ',', value_parser = ["fio", "qsd"])]
     pub peer: Vec<String>,
+    /// Run this vhost-user-blk daemon for the virtio path instead of ours (it gets our
+    /// daemon's flags: --socket PATH and --path FILE [--direct] [--readonly] or --null SIZE).
+    #[arg(long)]
+    pub vhost_user_blk_bin: Option<PathBuf>,
     /// Workloads, comma separated: randread, randwrite, read, write [default: randread].
     #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
     pub workload: Option<Vec<Workload>>,
@@ -122,6 +128,9 @@ impl BlockArgs {
             o.memory = v;
         }
         o.temp_file_size = self.temp_file_size;
+        if let Some(bin) = &self.vhost_user_blk_bin {
+            o.vhost_user_blk_bin = Some(bin.clone());
+        }
         let mut skipped_peers = Vec::new();
         for peer in peers {
             match peer.as_str() {
@@ -130,7 +139,17 @@ impl BlockArgs {
                 }
                 "fio" if !o.paths.contains(&IoPath::Fio) => o.paths.push(IoPath::Fio),
                 "fio" => {}
-                other => skipped_peers.push(format!("{other}: unknown peer (expected fio)")),
+                "qsd" if !vhost_backend::available(&BackendProgram::Qsd) => skipped_peers.push(
+                    "qsd: qemu-storage-daemon is not installed (apt install qemu-utils)".into(),
+                ),
+                "qsd" if !o.paths.contains(&IoPath::VirtioQsd) => {
+                    // Beside our virtio row, before native.
+                    let at = o.paths.iter().position(|p| *p == IoPath::Native);
+                    o.paths
+                        .insert(at.unwrap_or(o.paths.len()), IoPath::VirtioQsd);
+                }
+                "qsd" => {}
+                other => skipped_peers.push(format!("{other}: unknown peer (expected fio or qsd)")),
             }
         }
         Ok(Resolved {

@@ -3,14 +3,15 @@
 //! every cell measured on every path, `repeat` times.
 
 pub mod args;
-mod emulated;
 pub mod fio;
+mod guest_vm;
 pub mod native;
 mod report;
 mod runner;
 pub mod sample;
 mod scenario_file;
 mod summary;
+pub mod vhost_backend;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +21,7 @@ use backends::engine::BackendSpec;
 use iopath_mailbox::Workload;
 use serde::{Deserialize, Serialize};
 
-pub use self::emulated::EmulatedJob;
+pub use self::guest_vm::{GuestDisk, GuestVmJob};
 pub use self::native::NativeJob;
 pub use self::runner::{run, Progress};
 use self::sample::Sample;
@@ -33,6 +34,10 @@ use crate::host::HostInfo;
 pub enum IoPath {
     /// Bench guest, emulated NVMe controller in the VMM.
     Emulated,
+    /// Bench guest, virtio-blk; our vhost-user-blk daemon does the I/O.
+    Virtio,
+    /// Bench guest, virtio-blk; qemu-storage-daemon does the I/O (`--peer qsd`).
+    VirtioQsd,
     /// The same engine on the host, no VM.
     Native,
     /// fio on the host (`--peer fio`): a second native reference.
@@ -43,6 +48,8 @@ impl IoPath {
     pub fn name(self) -> &'static str {
         match self {
             IoPath::Emulated => "emulated",
+            IoPath::Virtio => "virtio",
+            IoPath::VirtioQsd => "virtio-qsd",
             IoPath::Native => "native",
             IoPath::Fio => "fio",
         }
@@ -61,10 +68,12 @@ impl FromStr for IoPath {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "emulated" => Ok(IoPath::Emulated),
+            "virtio" => Ok(IoPath::Virtio),
+            "virtio-qsd" => Ok(IoPath::VirtioQsd),
             "native" => Ok(IoPath::Native),
             "fio" => Ok(IoPath::Fio),
             _ => Err(format!(
-                "unknown path {s:?} (expected emulated, native or fio)"
+                "unknown path {s:?} (expected emulated, virtio, virtio-qsd, native or fio)"
             )),
         }
     }
@@ -95,6 +104,8 @@ pub struct BlockOptions {
     pub region_bytes: u64,
     /// Guest RAM of each VM.
     pub memory: u64,
+    /// Run this vhost-user-blk daemon for the virtio path instead of ours.
+    pub vhost_user_blk_bin: Option<std::path::PathBuf>,
     pub temp_file_size: u64,
     pub seed: u64,
 }
@@ -112,6 +123,7 @@ impl Default for BlockOptions {
             repeat: 3,
             region_bytes: 0,
             memory: 256 << 20,
+            vhost_user_blk_bin: None,
             temp_file_size: 256 << 20,
             seed: 0x0b10_c4e5,
         }
@@ -120,8 +132,8 @@ impl Default for BlockOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("emulated path, {0}")]
-    Emulated(String, #[source] emulated::Error),
+    #[error("{0} path, {1}")]
+    GuestVm(IoPath, String, #[source] guest_vm::Error),
     #[error("native path, {0}")]
     Native(String, #[source] native::Error),
     #[error("fio peer, {0}")]
@@ -137,7 +149,7 @@ pub enum Error {
 impl Error {
     pub fn console_tail(&self) -> Option<&str> {
         match self {
-            Error::Emulated(_, source) => source.console_tail(),
+            Error::GuestVm(_, _, source) => source.console_tail(),
             _ => None,
         }
     }

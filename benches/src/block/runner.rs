@@ -7,12 +7,11 @@ use std::time::Duration;
 use backends::engine::BackendSpec;
 use iopath_mailbox::Workload;
 
+use super::guest_vm::{self, GuestDisk, GuestVmJob};
 use super::sample::Sample;
 use super::summary::{compare_with_native, summarize};
-use super::{
-    emulated, fio, native, BlockOptions, BlockReport, EmulatedJob, Error, IoPath, NativeJob,
-    Scenario,
-};
+use super::vhost_backend::BackendProgram;
+use super::{fio, native, BlockOptions, BlockReport, Error, IoPath, NativeJob, Scenario};
 use crate::host::HostInfo;
 
 /// A disk to run on: the spec and the name the table shows.
@@ -134,18 +133,28 @@ pub fn run(opts: &BlockOptions, mut progress: impl FnMut(Progress)) -> Result<Bl
 fn run_one(opts: &BlockOptions, p: &Point, duration: Duration) -> Result<Sample, Error> {
     let spec = &p.disk.spec;
     match p.path {
-        IoPath::Emulated => emulated::run(&EmulatedJob {
-            backend: spec.clone(),
-            workload: p.workload,
-            block_size: p.block_size,
-            queue_depth: p.qd,
-            ops: 0,
-            duration,
-            region_bytes: opts.region_bytes,
-            seed: opts.seed,
-            memory: opts.memory,
-        })
-        .map_err(|e| Error::Emulated(p.describe(), e)),
+        IoPath::Emulated | IoPath::Virtio | IoPath::VirtioQsd => {
+            let disk = match p.path {
+                IoPath::Virtio => GuestDisk::VhostUser(
+                    BackendProgram::Ours(opts.vhost_user_blk_bin.clone()),
+                    spec.clone(),
+                ),
+                IoPath::VirtioQsd => GuestDisk::VhostUser(BackendProgram::Qsd, spec.clone()),
+                _ => GuestDisk::Nvme(spec.clone()),
+            };
+            guest_vm::run(&GuestVmJob {
+                disk,
+                workload: p.workload,
+                block_size: p.block_size,
+                queue_depth: p.qd,
+                ops: 0,
+                duration,
+                region_bytes: opts.region_bytes,
+                seed: opts.seed,
+                memory: opts.memory,
+            })
+            .map_err(|e| Error::GuestVm(p.path, p.describe(), e))
+        }
         IoPath::Native => native::run(&NativeJob {
             backend: spec.clone(),
             workload: p.workload,

@@ -22,9 +22,12 @@ pub struct Sample {
     pub cdf: Vec<(f64, f64)>,
     /// Exits to the VMM taken on the device's registers, counted by the VMM (none natively).
     pub device_exits: Option<u64>,
-    /// Host CPU time of the whole process during the run (VMM threads including the vCPU, or
-    /// the native runner).
+    /// Host CPU time during the run: every process the path uses (VMM threads including the
+    /// vCPU, a backend daemon; or the native runner, or fio).
     pub cpu_s: f64,
+    /// `cpu_s` by process, for paths with more than one (`vmm`, `backend`).
+    #[serde(default)]
+    pub cpu_by_process: Vec<(String, f64)>,
 }
 
 impl Sample {
@@ -63,6 +66,7 @@ impl Sample {
             cdf,
             device_exits,
             cpu_s,
+            cpu_by_process: Vec::new(),
         }
     }
 
@@ -93,6 +97,7 @@ impl Sample {
             max_us: q(1.0),
             device_exits,
             cpu_s,
+            cpu_by_process: Vec::new(),
             cdf,
         }
     }

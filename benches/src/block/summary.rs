@@ -81,6 +81,7 @@ mod tests {
             cdf: vec![(0.5, 10.0), (1.0, 50.0)],
             device_exits: None,
             cpu_s: 1.0,
+            cpu_by_process: Vec::new(),
         }
     }
 

@@ -1,0 +1,152 @@
+//! Paths that run the bench guest in our VMM: **emulated** (the guest's polled NVMe driver
+//! against the VMM's NVMe model, every doorbell a trapped MMIO exit) and **virtio** (the
+//! guest's polled virtio-blk driver; the VMM is a vhost-user frontend, notifies are ioeventfds
+//! and a backend process does the I/O).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backends::engine::BackendSpec;
+use iopath_mailbox::histogram::Histogram;
+use iopath_mailbox::{BlockDevice, BlockJob, Job, JobKind, Workload};
+use vmm::bench_vm::{self, BenchVmConfig};
+use vmm::disk::{DiskBackend, DiskConfig, DiskIface};
+use vmm::guest_image::BENCH_GUEST;
+use vmm::memory::RamConfig;
+use vmm::virtio::vhost_user_blk::{VhostUserBlkConfig, DEFAULT_QUEUE_SIZE};
+
+use super::sample::{Counts, Sample};
+use super::vhost_backend::{self, BackendProcess, BackendProgram};
+use crate::cpu;
+
+/// Set-up and tear-down time allowed on top of the run time.
+const GRACE: Duration = Duration::from_secs(120);
+
+/// How the guest reaches the disk.
+#[derive(Clone, Debug)]
+pub enum GuestDisk {
+    /// Emulated NVMe over the VMM's own engine.
+    Nvme(BackendSpec),
+    /// virtio-blk, served by a vhost-user-blk backend process started for the run.
+    VhostUser(BackendProgram, BackendSpec),
+}
+
+#[derive(Clone, Debug)]
+pub struct GuestVmJob {
+    pub disk: GuestDisk,
+    pub workload: Workload,
+    pub block_size: u32,
+    pub queue_depth: u16,
+    pub ops: u64,
+    pub duration: Duration,
+    pub region_bytes: u64,
+    pub seed: u64,
+    /// Guest RAM.
+    pub memory: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the bench guest run failed")]
+    Run(#[source] bench_vm::Error),
+    #[error("KVM did not report the TSC frequency; cannot convert ticks to time")]
+    NoTsc,
+    #[error("the vhost-user-blk backend")]
+    Backend(#[source] vhost_backend::Error),
+}
+
+impl Error {
+    /// The guest's last console lines, if the guest ran.
+    pub fn console_tail(&self) -> Option<&str> {
+        match self {
+            Error::Run(e) => e.console_tail(),
+            _ => None,
+        }
+    }
+}
+
+pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
+    // Started before the VM and dropped after it: the frontend connects at start.
+    let backend = match &job.disk {
+        GuestDisk::VhostUser(program, spec) => {
+            Some(BackendProcess::start(program, spec).map_err(Error::Backend)?)
+        }
+        GuestDisk::Nvme(_) => None,
+    };
+    let (device, disk) = match (&job.disk, &backend) {
+        (GuestDisk::VhostUser(..), Some(b)) => (
+            BlockDevice::VirtioBlk,
+            DiskConfig {
+                backend: DiskBackend::VhostUser(VhostUserBlkConfig {
+                    socket: PathBuf::from(b.socket()),
+                    queues: 1,
+                    queue_size: DEFAULT_QUEUE_SIZE,
+                }),
+                iface: DiskIface::VhostUser,
+            },
+        ),
+        (GuestDisk::Nvme(spec), _) | (GuestDisk::VhostUser(_, spec), None) => (
+            BlockDevice::Nvme,
+            DiskConfig {
+                backend: DiskBackend::Engine(spec.clone()),
+                iface: DiskIface::Nvme,
+            },
+        ),
+    };
+    let guest_job = Job {
+        kind: JobKind::Block as u32,
+        seed: job.seed,
+        block: BlockJob {
+            device: device as u32,
+            workload: job.workload as u32,
+            block_size: job.block_size,
+            queue_depth: u32::from(job.queue_depth),
+            ops: job.ops,
+            duration_ms: job.duration.as_millis() as u64,
+            region_bytes: job.region_bytes,
+        },
+        ..Job::default()
+    };
+    let cpu0 = cpu::process_time();
+    let backend_cpu0 = backend.as_ref().map(BackendProcess::cpu_time);
+    let run = bench_vm::run(BenchVmConfig {
+        ram: RamConfig {
+            size: job.memory,
+            hugepages: false,
+        },
+        image: BENCH_GUEST.to_vec(),
+        job: guest_job,
+        timeout: job.duration + GRACE,
+        console: None,
+        disks: vec![disk],
+    })
+    .map_err(Error::Run)?;
+    let vmm_cpu = (cpu::process_time() - cpu0).as_secs_f64();
+    let mut processes = vec![("vmm".to_string(), vmm_cpu)];
+    if let (Some(b), Some(t0)) = (&backend, backend_cpu0) {
+        processes.push(("backend".to_string(), (b.cpu_time() - t0).as_secs_f64()));
+    }
+    drop(backend);
+    let khz = run.mailbox.job.tsc_khz;
+    if khz == 0 {
+        return Err(Error::NoTsc);
+    }
+    let res = run.mailbox.block;
+    let counts = Counts {
+        ops: res.ops,
+        bytes: res.bytes,
+        errors: res.errors,
+        elapsed_s: res.elapsed_ticks as f64 / (khz as f64 * 1000.0),
+    };
+    let latency: Histogram = res.latency;
+    let cpu_s = processes.iter().map(|p| p.1).sum();
+    let mut sample = Sample::new(
+        counts,
+        &latency,
+        khz as f64 / 1000.0,
+        run.disk_exits.first().copied(),
+        cpu_s,
+    );
+    sample.cpu_by_process = processes;
+    Ok(sample)
+}
