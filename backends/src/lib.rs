@@ -2,3 +2,4 @@
 
 pub mod engine;
 pub mod nvme;
+pub mod vhost_user_blk;

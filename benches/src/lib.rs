@@ -2,6 +2,7 @@
 
 pub mod block;
 pub mod cpu;
+pub mod daemon_cmd;
 pub mod exits;
 pub mod host;
 pub mod plot;

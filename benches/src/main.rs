@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iopath_bench::block::args::BlockArgs;
 use iopath_bench::block::{self, BlockOptions};
+use iopath_bench::daemon_cmd::DaemonArgs;
 use iopath_bench::exits::{self, ExitsOptions};
 use iopath_bench::report;
 use iopath_bench::results::{self, ResultFile};
@@ -34,6 +35,9 @@ enum Command {
     /// Redraws tables and plots from stored results: a result file, or the newest of each kind
     /// in a directory.
     Report(ReportArgs),
+    /// Our vhost-user-blk daemon, as the virtio path starts it.
+    #[command(hide = true)]
+    VhostUserBlkDaemon(DaemonArgs),
 }
 
 #[derive(Args)]
@@ -78,6 +82,8 @@ enum Error {
     Block(#[from] block::Error),
     #[error(transparent)]
     Report(#[from] report::Error),
+    #[error("vhost-user-blk daemon")]
+    Daemon(#[from] backends::vhost_user_blk::daemon::Error),
     #[error(transparent)]
     Results(#[from] results::Error),
     #[error("writing to stdout failed")]
@@ -141,6 +147,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::VhostUserBlkDaemon(a) => Ok(a.run()?),
         Command::Exits(a) => {
             let report = exits::run(&ExitsOptions {
                 iterations: a.iterations,

@@ -8,7 +8,7 @@ fn bench() -> Command {
 }
 
 #[test]
-fn emulated_and_native_rows_with_counted_exits() {
+fn emulated_virtio_and_native_rows_with_counted_exits() {
     let kvm = Path::new("/dev/kvm").exists();
     if !kvm {
         eprintln!("skipped: /dev/kvm is absent on this host (emulated path)");
@@ -37,7 +37,7 @@ fn emulated_and_native_rows_with_counted_exits() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kind"], "block");
     let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4, "two paths x two depths");
+    assert_eq!(rows.len(), 6, "three paths x two depths");
     for r in rows {
         assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
         assert_eq!(r["errors"], 0);
@@ -58,6 +58,17 @@ fn emulated_and_native_rows_with_counted_exits() {
                     assert!(exits > 0.0, "{r}");
                 }
                 assert!(r["percent_of_native"].as_f64().unwrap() > 0.0);
+            }
+            "virtio" => {
+                // Notifies are ioeventfds: only device set-up exits to the VMM.
+                let exits = r["exits_per_io"].as_f64().unwrap();
+                assert!(exits < 0.1, "{r}");
+                let procs = r["samples"][0]["cpu_by_process"].as_array().unwrap();
+                assert_eq!(procs.len(), 2, "the VMM and the backend daemon: {r}");
+                assert!(
+                    procs[1][1].as_f64().unwrap() > 0.0,
+                    "the daemon did work: {r}"
+                );
             }
             other => panic!("unexpected path {other}"),
         }
@@ -252,4 +263,57 @@ fn a_scenario_file_drives_a_matrix() {
         }
     }
     assert_eq!(v["payload"]["warmup_s"], 0.01);
+}
+
+#[test]
+fn qsd_peer_serves_the_virtio_path() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: /dev/kvm is absent on this host");
+        return;
+    }
+    if Command::new("qemu-storage-daemon")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: qemu-storage-daemon not installed");
+        return;
+    }
+    let results = tempfile::tempdir().unwrap();
+    let out = bench()
+        .args([
+            "block",
+            "--paths",
+            "virtio",
+            "--peer",
+            "qsd",
+            "--backend",
+            "null:64M",
+        ])
+        .args([
+            "--qd",
+            "4",
+            "--runtime",
+            "300ms",
+            "--repeat",
+            "1",
+            "--json",
+            "--results",
+        ])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
+    let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["virtio", "virtio-qsd"]);
+    for r in rows {
+        assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+    }
 }

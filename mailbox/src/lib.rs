@@ -53,6 +53,11 @@ pub mod io {
     pub const MMIO_PROBE_GPA: u64 = 0xd000_0000;
     /// An MMIO page whose writes the VMM registers as an ioeventfd (no userspace exit).
     pub const MMIO_IOEVENTFD_GPA: u64 = 0xd000_1000;
+    /// The guest writes [`MARK_BEGIN`] here right before a measured loop and [`MARK_END`]
+    /// right after it, so the VMM counts the device exits of the loop alone (not set-up).
+    pub const MARK_PORT: u16 = 0xe4;
+    pub const MARK_BEGIN: u32 = 1;
+    pub const MARK_END: u32 = 2;
 }
 
 /// What the guest is asked to run.

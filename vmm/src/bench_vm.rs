@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use iopath_mailbox::io::{
-    DONE_PORT, MMIO_IOEVENTFD_GPA, MMIO_PROBE_GPA, PIO_PROBE_PORT, UART_PORT,
+    DONE_PORT, MARK_PORT, MMIO_IOEVENTFD_GPA, MMIO_PROBE_GPA, PIO_PROBE_PORT, UART_PORT,
 };
 use iopath_mailbox::layout::TOUCH_GPA;
 use iopath_mailbox::{error as guest_error, Job, Mailbox, Status};
@@ -20,6 +20,7 @@ use backends::nvme::ControllerConfig;
 use crate::boot::bench_guest;
 use crate::bus::{self, Bus};
 use crate::devices::done::{DonePort, DoneSignal};
+use crate::devices::mark::MarkPort;
 use crate::devices::nvme::NvmeDevice;
 use crate::devices::probe::ExitProbe;
 use crate::devices::serial::{ConsoleSink, IrqTrigger, Serial};
@@ -118,6 +119,8 @@ pub struct BenchRun {
     pub console: String,
     /// Exits taken on each disk's registers, in `disks` order.
     pub disk_exits: Vec<u64>,
+    /// The part of `disk_exits` taken inside the guest's measured loops.
+    pub disk_exits_measured: Vec<u64>,
 }
 
 pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
@@ -172,6 +175,9 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
     .map_err(Error::Bus)?;
 
     let disk_counters = attach_disks(&vm, &cfg.disks, &pio, &mmio)?;
+    let (mark, marked_exits) = MarkPort::new(disk_counters.clone());
+    pio.insert(Arc::new(Mutex::new(mark)), u64::from(MARK_PORT), 4)
+        .map_err(Error::Bus)?;
 
     let shared = VcpuShared {
         pio,
@@ -235,6 +241,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
         guest_time: done_at.duration_since(entered),
         rss_beyond_ram_kib,
         console: console.text(),
+        disk_exits_measured: marked_exits.get(),
         disk_exits: disk_counters
             .iter()
             .map(|c| c.load(Ordering::Relaxed))

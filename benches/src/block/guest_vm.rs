@@ -144,7 +144,7 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
         counts,
         &latency,
         khz as f64 / 1000.0,
-        run.disk_exits.first().copied(),
+        run.disk_exits_measured.first().copied(),
         cpu_s,
     );
     sample.cpu_by_process = processes;

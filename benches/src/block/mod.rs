@@ -30,7 +30,7 @@ use crate::host::HostInfo;
 
 /// How the workload reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum IoPath {
     /// Bench guest, emulated NVMe controller in the VMM.
     Emulated,
@@ -113,7 +113,7 @@ pub struct BlockOptions {
 impl Default for BlockOptions {
     fn default() -> Self {
         BlockOptions {
-            paths: vec![IoPath::Emulated, IoPath::Native],
+            paths: vec![IoPath::Emulated, IoPath::Virtio, IoPath::Native],
             workloads: vec![Workload::RandRead],
             block_sizes: vec![4096],
             queue_depths: vec![1, 32],

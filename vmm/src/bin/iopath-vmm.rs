@@ -209,6 +209,7 @@ fn run(args: Args) -> Result<(), Error> {
             "device_bytes": b.device_bytes,
             "lba_bytes": b.lba_bytes,
             "disk_exits": run.disk_exits,
+            "disk_exits_measured": run.disk_exits_measured,
             "vm_exits": run.exits,
         });
         out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;

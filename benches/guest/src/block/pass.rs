@@ -3,7 +3,7 @@
 //! unless something went wrong.
 
 use iopath_mailbox::offsets::Offsets;
-use iopath_mailbox::{error, pattern, BlockResults};
+use iopath_mailbox::{error, io, pattern, BlockResults};
 
 use super::buffers::Buffers;
 use super::device::{BlockQueue, Op};
@@ -94,6 +94,8 @@ pub fn run<Q: BlockQueue>(
     let check = pass.verify.filter(|_| pass.op == Op::Read);
     let fill = pass.verify.filter(|_| pass.op == Op::Write);
 
+    // Outside the timed span: the mark itself is an exit.
+    arch::outl(io::MARK_PORT, io::MARK_BEGIN);
     let start = arch::rdtsc();
     let deadline = (pass.duration_ms != 0)
         .then(|| start.saturating_add(pass.duration_ms.saturating_mul(pass.tsc_khz)));
@@ -184,6 +186,7 @@ pub fn run<Q: BlockQueue>(
         }
     }
     res.elapsed_ticks += last.saturating_sub(start);
+    arch::outl(io::MARK_PORT, io::MARK_END);
 
     if pass.verify.is_some() && failed > 0 {
         log!("block: verify: {} {:?} commands failed", failed, pass.op);

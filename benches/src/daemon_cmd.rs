@@ -1,0 +1,63 @@
+//! `iopath-bench vhost-user-blk-daemon` (hidden): our vhost-user-blk daemon run from this
+//! executable, so the virtio path needs no second binary built. It takes the same flags as
+//! `iopath-vhost-user-blk` (the subset the bench passes).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backends::engine::BackendSpec;
+use backends::vhost_user_blk::backend::ServeOptions;
+use backends::vhost_user_blk::daemon::{self, DaemonConfig};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    #[arg(long)]
+    pub socket: PathBuf,
+    #[arg(long, conflicts_with = "null", required_unless_present = "null")]
+    pub path: Option<PathBuf>,
+    /// Bytes of a null device.
+    #[arg(long)]
+    pub null: Option<u64>,
+    #[arg(long)]
+    pub readonly: bool,
+    #[arg(long, requires = "path")]
+    pub direct: bool,
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
+    #[arg(long, default_value_t = 256)]
+    pub queue_size: u16,
+    #[arg(long, default_value_t = 0)]
+    pub poll_us: u64,
+}
+
+impl DaemonArgs {
+    fn config(&self) -> DaemonConfig {
+        let backend = match (&self.path, self.null) {
+            (Some(path), _) => BackendSpec::File {
+                path: path.clone(),
+                direct: self.direct,
+                read_only: self.readonly,
+            },
+            (None, size) => BackendSpec::Null {
+                size: size.unwrap_or(backends::engine::DEFAULT_NULL_SIZE),
+            },
+        };
+        DaemonConfig {
+            socket: self.socket.clone(),
+            client: false,
+            backend,
+            read_only: self.readonly,
+            queues: self.queues,
+            queue_size: self.queue_size,
+            serve: ServeOptions {
+                poll: Duration::from_micros(self.poll_us),
+            },
+        }
+    }
+
+    /// Serves until SIGTERM.
+    pub fn run(&self) -> Result<(), daemon::Error> {
+        daemon::run(&self.config())
+    }
+}
