@@ -2,4 +2,5 @@
 
 pub mod engine;
 pub mod nvme;
+pub mod vfio_user_nvme;
 pub mod vhost_user_blk;

@@ -48,7 +48,9 @@ pub enum Error {
     NoSuchMapping { iova: u64, len: u64 },
 }
 
-/// One IOVA window onto host memory.
+/// One IOVA window onto host memory. Clones share the owner, so a snapshot of an address
+/// space keeps the same host mappings alive.
+#[derive(Clone)]
 pub struct DmaRegion {
     iova: u64,
     len: u64,
@@ -126,7 +128,7 @@ impl DmaSlice {
 }
 
 /// A set of non-overlapping DMA regions, sorted by IOVA.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct AddressSpace {
     regions: Vec<DmaRegion>,
 }

@@ -406,11 +406,14 @@ impl Controller {
         self.cqs.get_mut(usize::from(qid))?.as_mut()
     }
 
-    pub(super) fn cq_exists(&self, qid: u16) -> bool {
+    /// Whether completion queue `qid` exists (a polled doorbell page needs to know which
+    /// slots are live).
+    pub fn cq_exists(&self, qid: u16) -> bool {
         self.cqs.get(usize::from(qid)).is_some_and(Option::is_some)
     }
 
-    pub(super) fn sq_exists(&self, qid: u16) -> bool {
+    /// Whether submission queue `qid` exists.
+    pub fn sq_exists(&self, qid: u16) -> bool {
         self.sqs.get(usize::from(qid)).is_some_and(Option::is_some)
     }
 

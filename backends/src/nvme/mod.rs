@@ -25,4 +25,6 @@ mod testing;
 pub use config::ControllerConfig;
 pub use controller::{Controller, InterruptFn};
 pub use identify::PCI_VENDOR_ID;
+/// Register offsets a transport needs to recognise (a CC write, the doorbell area).
+pub use regs::{CC, DOORBELL_BASE};
 pub use stats::ControllerStats;

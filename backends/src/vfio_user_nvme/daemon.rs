@@ -1,0 +1,178 @@
+//! The daemon around the function: a private Unix socket, one client at a time (the vfio_user
+//! crate's `Server::run` serves a single connection; after it ends the function is reset and
+//! the next connection is accepted), SIGTERM or SIGINT exits 0.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use log::{info, warn};
+use vfio_user::Server;
+
+use super::function::{self, NvmeFunction};
+use super::poller::PollTuning;
+use crate::engine::{uring, BackendSpec};
+use crate::nvme::ControllerConfig;
+
+/// Requests the engine takes at once: more than any queue pair a guest creates keeps in flight.
+pub const ENGINE_DEPTH: u32 = 256;
+
+/// What to serve, and where.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub backend: BackendSpec,
+    pub controller: ControllerConfig,
+    pub tuning: PollTuning,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot block the termination signals")]
+    Signals(#[source] io::Error),
+    #[error("cannot start the signal thread")]
+    SignalThread(#[source] io::Error),
+    #[error("{} is in use by a running server", .0.display())]
+    InUse(PathBuf),
+    #[error("{} exists and is not a socket", .0.display())]
+    NotASocket(PathBuf),
+    #[error("cannot remove the stale socket {}", .path.display())]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on {}", .path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open backend {spec}")]
+    Backend {
+        spec: String,
+        #[source]
+        source: uring::Error,
+    },
+    #[error("cannot create the NVMe function")]
+    Function(#[source] function::Error),
+    #[error("cannot accept a connection")]
+    Accept(#[source] io::Error),
+}
+
+/// Serves clients until a termination signal (which exits the process with status 0).
+pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
+    // Before any thread exists, so every thread inherits the mask and only the signal thread
+    // takes them.
+    let signals = block_termination_signals()?;
+    let listener = bind_private(&cfg.socket)?;
+    let _socket = SocketFile(cfg.socket.clone());
+    let engine = cfg
+        .backend
+        .open(ENGINE_DEPTH)
+        .map_err(|source| Error::Backend {
+            spec: cfg.backend.to_string(),
+            source,
+        })?;
+    let mut function =
+        NvmeFunction::new(cfg.controller.clone(), engine, cfg.tuning).map_err(Error::Function)?;
+    spawn_signal_thread(signals, cfg.socket.clone())?;
+    let server = Server::from_owned_fd(
+        OwnedFd::from(listener),
+        true,
+        function.irqs(),
+        function.regions(),
+    );
+    info!(
+        "serving {} on {}",
+        cfg.backend,
+        cfg.socket.as_path().display()
+    );
+    loop {
+        match server.run(&mut function) {
+            Ok(()) => info!("client disconnected"),
+            Err(vfio_user::Error::SocketAccept(e)) => return Err(Error::Accept(e)),
+            // A broken or misbehaving client: drop it, keep serving.
+            Err(e) => warn!("connection ended: {e}"),
+        }
+        function.disconnect();
+    }
+}
+
+/// Removes the socket when the daemon returns with an error.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds with mode 0600: only the owner (the VMM's user) may connect.
+fn bind_private(path: &Path) -> Result<UnixListener, Error> {
+    remove_stale(path)?;
+    // SAFETY: umask only swaps the process's file creation mask; it is restored right after
+    // the bind, and `run` calls this before starting any thread that could create files.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    bound.map_err(|source| Error::Bind {
+        path: path.into(),
+        source,
+    })
+}
+
+/// A socket left by a daemon that died is removed; one with a live server is not.
+fn remove_stale(path: &Path) -> Result<(), Error> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Bind {
+            path: path.into(),
+            source,
+        }),
+        Ok(m) if !m.file_type().is_socket() => Err(Error::NotASocket(path.into())),
+        Ok(_) if UnixStream::connect(path).is_ok() => Err(Error::InUse(path.into())),
+        Ok(_) => std::fs::remove_file(path).map_err(|source| Error::RemoveStale {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+fn block_termination_signals() -> Result<libc::sigset_t, Error> {
+    // SAFETY: an all-zero sigset_t is a valid value for sigemptyset to initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; these only edit it and this thread's signal mask.
+    let rc = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    match rc {
+        0 => Ok(set),
+        errno => Err(Error::Signals(io::Error::from_raw_os_error(errno))),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, removes the socket and exits 0. Exiting without unwinding is
+/// fine for the data: every write the guest saw complete is already in the file (or the page
+/// cache), and the kernel tears down the io_uring.
+fn spawn_signal_thread(set: libc::sigset_t, socket: PathBuf) -> Result<(), Error> {
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` is a valid, initialised sigset_t and `sig` a valid out pointer.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            info!("signal {sig}: exiting");
+            let _ = std::fs::remove_file(&socket);
+            std::process::exit(0);
+        })
+        .map(drop)
+        .map_err(Error::SignalThread)
+}
