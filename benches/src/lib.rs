@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod daemon_cmd;
 pub mod exits;
 pub mod host;
+pub mod peer;
 pub mod plot;
 pub mod report;
 pub mod results;

@@ -50,6 +50,8 @@ fn color(path: IoPath) -> RGBColor {
         IoPath::VirtioQsd => RGBColor(0x98, 0xdf, 0x8a),
         IoPath::Native => RGBColor(0x1f, 0x77, 0xb4),
         IoPath::Fio => RGBColor(0x7f, 0x7f, 0x7f),
+        IoPath::QemuNvme => RGBColor(0xff, 0x98, 0x96),
+        IoPath::QemuVirtio => RGBColor(0xff, 0x7f, 0x0e),
     }
 }
 

@@ -317,3 +317,52 @@ fn qsd_peer_serves_the_virtio_path() {
         assert_eq!(r["errors"], 0, "{r}");
     }
 }
+
+#[test]
+fn qemu_peer_rows_appear_beside_ours() {
+    if let Err(e) = iopath_bench::peer::qemu::available() {
+        eprintln!(
+            "skipped: {}",
+            e.skip_reason().unwrap_or("QEMU cannot run here")
+        );
+        return;
+    }
+    let results = tempfile::tempdir().unwrap();
+    let out = bench()
+        .args([
+            "block",
+            "--paths",
+            "native",
+            "--peer",
+            "qemu",
+            "--backend",
+            "null:64M",
+        ])
+        .args([
+            "--qd",
+            "2",
+            "--runtime",
+            "300ms",
+            "--repeat",
+            "1",
+            "--json",
+            "--results",
+        ])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
+    let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["qemu-nvme", "qemu-virtio", "native"]);
+    for r in &rows[..2] {
+        assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        assert!(r["percent_of_native"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

@@ -26,6 +26,11 @@ pub mod layout {
     /// The mailbox (64 KiB).
     pub const MAILBOX_GPA: u64 = 0x10000;
     pub const MAILBOX_SIZE: u64 = 0x10000;
+    /// Where a VMM that boots the guest through its PVH entry (QEMU) puts the mailbox instead:
+    /// PC firmware (SeaBIOS) clears 0x7000..0x90000 just before it boots, so the PVH entry
+    /// copies the mailbox from here to [`MAILBOX_GPA`]. Results are read back at
+    /// `MAILBOX_GPA` as always. Free RAM between 1 MiB and the image.
+    pub const PVH_MAILBOX_GPA: u64 = 0x10_0000;
     /// The guest ELF is linked here.
     pub const IMAGE_GPA: u64 = 0x20_0000;
     /// Top of the guest stack (grows down towards the image).
@@ -391,8 +396,9 @@ impl Mailbox {
     }
 }
 
-// The mailbox must fit its page range.
+// The mailbox must fit its page range, and its PVH staging copy must end below the image.
 const _: () = assert!(core::mem::size_of::<Mailbox>() as u64 <= layout::MAILBOX_SIZE);
+const _: () = assert!(layout::PVH_MAILBOX_GPA + layout::MAILBOX_SIZE <= layout::IMAGE_GPA);
 // No hidden padding: `as_bytes` relies on it.
 const _: () = assert!(
     core::mem::size_of::<Mailbox>()

@@ -11,6 +11,7 @@ mod exits;
 mod mailbox;
 mod nvme;
 mod pci;
+mod pvh;
 mod scratch;
 mod stats;
 mod uart;

@@ -22,9 +22,10 @@ pub struct BlockArgs {
     #[arg(long, value_delimiter = ',')]
     pub paths: Option<Vec<IoPath>>,
     /// Peers beside our paths, comma separated: fio (a second native reference on the host),
-    /// qsd (qemu-storage-daemon as the vhost-user-blk backend of the virtio path). A peer
-    /// whose binary is missing is reported and skipped.
-    #[arg(long, value_delimiter = ',', value_parser = ["fio", "qsd"])]
+    /// qsd (qemu-storage-daemon as the vhost-user-blk backend of the virtio path), qemu (the
+    /// same bench guest under QEMU with its nvme and virtio-blk devices). A peer whose binary
+    /// is missing is reported and skipped.
+    #[arg(long, value_delimiter = ',', value_parser = ["fio", "qsd", "qemu"])]
     pub peer: Vec<String>,
     /// Run this vhost-user-blk daemon for the virtio path instead of ours (it gets our
     /// daemon's flags: --socket PATH and --path FILE [--direct] [--readonly] or --null SIZE).
@@ -149,7 +150,23 @@ impl BlockArgs {
                         .insert(at.unwrap_or(o.paths.len()), IoPath::VirtioQsd);
                 }
                 "qsd" => {}
-                other => skipped_peers.push(format!("{other}: unknown peer (expected fio or qsd)")),
+                "qemu" => match crate::peer::qemu::available() {
+                    Err(e) => skipped_peers.push(format!(
+                        "qemu: {}",
+                        e.skip_reason().unwrap_or("cannot run here")
+                    )),
+                    Ok(_) => {
+                        for p in [IoPath::QemuNvme, IoPath::QemuVirtio] {
+                            if !o.paths.contains(&p) {
+                                let at = o.paths.iter().position(|x| *x == IoPath::Native);
+                                o.paths.insert(at.unwrap_or(o.paths.len()), p);
+                            }
+                        }
+                    }
+                },
+                other => {
+                    skipped_peers.push(format!("{other}: unknown peer (expected fio, qsd or qemu)"))
+                }
             }
         }
         Ok(Resolved {

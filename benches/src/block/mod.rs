@@ -6,6 +6,7 @@ pub mod args;
 pub mod fio;
 mod guest_vm;
 pub mod native;
+mod qemu_peer;
 mod report;
 mod runner;
 pub mod sample;
@@ -42,6 +43,10 @@ pub enum IoPath {
     Native,
     /// fio on the host (`--peer fio`): a second native reference.
     Fio,
+    /// The same bench guest under QEMU, QEMU's emulated NVMe (`--peer qemu`).
+    QemuNvme,
+    /// The same bench guest under QEMU, QEMU's virtio-blk with an iothread (`--peer qemu`).
+    QemuVirtio,
 }
 
 impl IoPath {
@@ -52,6 +57,8 @@ impl IoPath {
             IoPath::VirtioQsd => "virtio-qsd",
             IoPath::Native => "native",
             IoPath::Fio => "fio",
+            IoPath::QemuNvme => "qemu-nvme",
+            IoPath::QemuVirtio => "qemu-virtio",
         }
     }
 }
@@ -72,8 +79,10 @@ impl FromStr for IoPath {
             "virtio-qsd" => Ok(IoPath::VirtioQsd),
             "native" => Ok(IoPath::Native),
             "fio" => Ok(IoPath::Fio),
+            "qemu-nvme" => Ok(IoPath::QemuNvme),
+            "qemu-virtio" => Ok(IoPath::QemuVirtio),
             _ => Err(format!(
-                "unknown path {s:?} (expected emulated, virtio, virtio-qsd, native or fio)"
+                "unknown path {s:?} (expected emulated, virtio, virtio-qsd, native, fio, qemu-nvme or qemu-virtio)"
             )),
         }
     }
@@ -138,6 +147,8 @@ pub enum Error {
     Native(String, #[source] native::Error),
     #[error("fio peer, {0}")]
     Fio(String, #[source] fio::Error),
+    #[error("{0} peer, {1}")]
+    Qemu(IoPath, String, #[source] crate::peer::qemu::Error),
     #[error("creating the temporary disk file")]
     TempFile(#[source] std::io::Error),
     #[error("{0}")]
@@ -150,6 +161,7 @@ impl Error {
     pub fn console_tail(&self) -> Option<&str> {
         match self {
             Error::GuestVm(_, _, source) => source.console_tail(),
+            Error::Qemu(_, _, source) => source.console_tail(),
             _ => None,
         }
     }

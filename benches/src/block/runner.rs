@@ -8,6 +8,7 @@ use backends::engine::BackendSpec;
 use iopath_mailbox::Workload;
 
 use super::guest_vm::{self, GuestDisk, GuestVmJob};
+use super::qemu_peer;
 use super::sample::Sample;
 use super::summary::{compare_with_native, summarize};
 use super::vhost_backend::BackendProgram;
@@ -155,6 +156,18 @@ fn run_one(opts: &BlockOptions, p: &Point, duration: Duration) -> Result<Sample,
             })
             .map_err(|e| Error::GuestVm(p.path, p.describe(), e))
         }
+        IoPath::QemuNvme | IoPath::QemuVirtio => qemu_peer::run(&qemu_peer::QemuPoint {
+            virtio: p.path == IoPath::QemuVirtio,
+            spec,
+            workload: p.workload,
+            block_size: p.block_size,
+            queue_depth: p.qd,
+            duration,
+            region_bytes: opts.region_bytes,
+            seed: opts.seed,
+            memory: opts.memory,
+        })
+        .map_err(|e| Error::Qemu(p.path, p.describe(), e)),
         IoPath::Native => native::run(&NativeJob {
             backend: spec.clone(),
             workload: p.workload,
