@@ -64,6 +64,7 @@ fn stored(dir: &Path) -> std::path::PathBuf {
         runtime_s: 1.0,
         warmup_s: 0.0,
         repeat: 1,
+        vhost_poll_us: 0,
         scenarios: vec![Scenario {
             workload: "randread".into(),
             block_size: 4096,

@@ -31,6 +31,10 @@ pub struct BlockArgs {
     /// daemon's flags: --socket PATH and --path FILE [--direct] [--readonly] or --null SIZE).
     #[arg(long)]
     pub vhost_user_blk_bin: Option<PathBuf>,
+    /// Our vhost-user-blk daemon polls its ring this many microseconds after work before
+    /// sleeping (0: never) [default: 50].
+    #[arg(long)]
+    pub vhost_poll_us: Option<u64>,
     /// Workloads, comma separated: randread, randwrite, read, write [default: randread].
     #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
     pub workload: Option<Vec<Workload>>,
@@ -129,6 +133,9 @@ impl BlockArgs {
             o.memory = v;
         }
         o.temp_file_size = self.temp_file_size;
+        if let Some(us) = self.vhost_poll_us {
+            o.vhost_poll_us = us;
+        }
         if let Some(bin) = &self.vhost_user_blk_bin {
             o.vhost_user_blk_bin = Some(bin.clone());
         }

@@ -1,6 +1,6 @@
 //! The terminal table of a block report.
 
-use super::{BlockReport, Row, Scenario};
+use super::{BlockReport, IoPath, Row, Scenario};
 use crate::table::Table;
 
 impl BlockReport {
@@ -18,6 +18,17 @@ impl BlockReport {
             self.host.kind,
             self.host.cpu_model
         );
+        if self
+            .scenarios
+            .iter()
+            .flat_map(|s| &s.rows)
+            .any(|r| r.path == IoPath::Virtio)
+        {
+            out.push_str(&format!(
+                "virtio: our vhost-user-blk daemon, polling {} us after work\n",
+                self.vhost_poll_us
+            ));
+        }
         for s in &self.scenarios {
             out.push('\n');
             out.push_str(&s.table());

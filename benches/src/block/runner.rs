@@ -127,6 +127,7 @@ pub fn run(opts: &BlockOptions, mut progress: impl FnMut(Progress)) -> Result<Bl
         runtime_s: opts.runtime.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
         repeat: opts.repeat,
+        vhost_poll_us: opts.vhost_poll_us,
         scenarios,
     })
 }
@@ -137,7 +138,10 @@ fn run_one(opts: &BlockOptions, p: &Point, duration: Duration) -> Result<Sample,
         IoPath::Emulated | IoPath::Virtio | IoPath::VirtioQsd => {
             let disk = match p.path {
                 IoPath::Virtio => GuestDisk::VhostUser(
-                    BackendProgram::Ours(opts.vhost_user_blk_bin.clone()),
+                    BackendProgram::Ours {
+                        bin: opts.vhost_user_blk_bin.clone(),
+                        poll_us: opts.vhost_poll_us,
+                    },
                     spec.clone(),
                 ),
                 IoPath::VirtioQsd => GuestDisk::VhostUser(BackendProgram::Qsd, spec.clone()),

@@ -20,8 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendProgram {
     /// Our daemon: this executable's hidden `vhost-user-blk-daemon` subcommand, or another
-    /// build of `iopath-vhost-user-blk` at a given path.
-    Ours(Option<PathBuf>),
+    /// build of `iopath-vhost-user-blk` at `bin`; `poll_us` is its `--poll-us`.
+    Ours { bin: Option<PathBuf>, poll_us: u64 },
     /// qemu-storage-daemon's vhost-user-blk export (io_uring on files).
     Qsd,
 }
@@ -114,7 +114,7 @@ fn command(
     socket: &Path,
 ) -> Result<(Command, String), Error> {
     match program {
-        BackendProgram::Ours(bin) => {
+        BackendProgram::Ours { bin, poll_us } => {
             let (mut cmd, name) = match bin {
                 Some(bin) => (Command::new(bin), bin.display().to_string()),
                 None => {
@@ -125,6 +125,7 @@ fn command(
                 }
             };
             cmd.arg("--socket").arg(socket);
+            cmd.arg("--poll-us").arg(poll_us.to_string());
             match disk {
                 BackendSpec::Null { size } => {
                     cmd.arg("--null").arg(size.to_string());
@@ -177,8 +178,8 @@ fn command(
 /// Whether `program` can be started here.
 pub fn available(program: &BackendProgram) -> bool {
     match program {
-        BackendProgram::Ours(Some(bin)) => bin.is_file(),
-        BackendProgram::Ours(None) => true,
+        BackendProgram::Ours { bin: Some(bin), .. } => bin.is_file(),
+        BackendProgram::Ours { bin: None, .. } => true,
         BackendProgram::Qsd => std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(QSD).is_file())),
     }
@@ -213,13 +214,25 @@ mod tests {
     #[test]
     fn a_backend_that_exits_at_once_is_an_error_not_a_hang() {
         let spec = BackendSpec::Null { size: 1 << 20 };
-        let e = BackendProcess::start(&BackendProgram::Ours(Some("/bin/false".into())), &spec)
-            .err()
-            .expect("an error");
+        let e = BackendProcess::start(
+            &BackendProgram::Ours {
+                bin: Some("/bin/false".into()),
+                poll_us: 0,
+            },
+            &spec,
+        )
+        .err()
+        .expect("an error");
         assert!(matches!(e, Error::Exited(..)), "{e}");
-        let e = BackendProcess::start(&BackendProgram::Ours(Some("/nonexistent".into())), &spec)
-            .err()
-            .expect("an error");
+        let e = BackendProcess::start(
+            &BackendProgram::Ours {
+                bin: Some("/nonexistent".into()),
+                poll_us: 0,
+            },
+            &spec,
+        )
+        .err()
+        .expect("an error");
         assert!(matches!(e, Error::Missing(_)), "{e}");
     }
 }
