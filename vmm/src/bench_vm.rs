@@ -251,7 +251,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
 
 /// Puts a PCI root on the buses and a device per disk behind it; returns each disk's exit
 /// counter.
-fn attach_disks(
+pub(crate) fn attach_disks(
     vm: &Vm,
     disks: &[DiskConfig],
     pio: &Bus,

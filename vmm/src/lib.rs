@@ -1,5 +1,5 @@
 //! The slim iopath VMM: a KVM VM, its vCPU loop, buses and device models, and the loaders that
-//! get the bench guest (and later Linux) running.
+//! get the bench guest and Linux running.
 
 pub mod bench_vm;
 pub mod boot;
@@ -8,6 +8,7 @@ pub mod check_host;
 pub mod devices;
 pub mod disk;
 pub mod guest_image;
+pub mod linux_vm;
 pub mod memory;
 pub mod pci;
 pub mod units;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use serde::{Deserialize, Serialize};
 
-use crate::boot::{bench_guest::Entry, long_mode};
+use crate::boot::{bench_guest::Entry, linux, long_mode};
 use crate::bus::Bus;
 use crate::devices::done::DoneSignal;
 
@@ -31,6 +31,10 @@ pub enum Error {
     Internal(u32),
     #[error("unexpected exit: {0}")]
     Unexpected(String),
+    #[error("KVM accepted {set} of the {want} boot MSRs")]
+    Msrs { set: usize, want: usize },
+    #[error("installing the vCPU kick signal handler failed (errno {0})")]
+    KickHandler(i32),
 }
 
 /// VM exits by kind, counted by the vCPU thread and readable while it runs.
@@ -128,6 +132,61 @@ impl Vcpu {
         Ok(())
     }
 
+    /// Prepares vCPU `id` of `cpus` for a Linux guest: CPUID naming its APIC id, the boot MSRs,
+    /// LAPIC LINT0/LINT1 and the FPU. Only the boot vCPU gets `entry` and with it registers:
+    /// the others stay in the wait-for-SIPI state KVM gives them, and Linux starts them.
+    pub fn setup_linux(
+        &self,
+        vm: &crate::vm::Vm,
+        id: u8,
+        cpus: u8,
+        entry: Option<u64>,
+    ) -> Result<(), Error> {
+        let mut cpuid = vm
+            .kvm()
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::SupportedCpuid)?;
+        linux::cpu::patch_cpuid(cpuid.as_mut_slice(), id, cpus);
+        self.fd
+            .set_cpuid2(&cpuid)
+            .map_err(|e| Error::SetState("cpuid", e))?;
+        let entries = linux::cpu::boot_msrs();
+        let want = entries.len();
+        let msrs =
+            kvm_bindings::Msrs::from_entries(&entries).map_err(|_| Error::Msrs { set: 0, want })?;
+        let set = self
+            .fd
+            .set_msrs(&msrs)
+            .map_err(|e| Error::SetState("msrs", e))?;
+        if set != want {
+            return Err(Error::Msrs { set, want });
+        }
+        let mut lapic = self
+            .fd
+            .get_lapic()
+            .map_err(|e| Error::SetState("get lapic", e))?;
+        linux::cpu::set_lint(&mut lapic);
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(|e| Error::SetState("lapic", e))?;
+        self.fd
+            .set_fpu(&long_mode::fpu())
+            .map_err(|e| Error::SetState("fpu", e))?;
+        if let Some(rip) = entry {
+            let sregs = self
+                .fd
+                .get_sregs()
+                .map_err(|e| Error::SetState("get sregs", e))?;
+            self.fd
+                .set_sregs(&linux::cpu::sregs(sregs))
+                .map_err(|e| Error::SetState("sregs", e))?;
+            self.fd
+                .set_regs(&linux::cpu::regs(rip))
+                .map_err(|e| Error::SetState("regs", e))?;
+        }
+        Ok(())
+    }
+
     /// Runs until the guest signals done, the VMM sets `stop`, or the guest fails.
     pub fn run(mut self) -> Result<(), Error> {
         let s = self.shared.clone();
@@ -148,6 +207,19 @@ impl Vcpu {
             }
         }
     }
+}
+
+/// Makes a signal (SIGRTMIN) interrupt KVM_RUN: the VMM sends it to a vCPU thread so the loop
+/// sees `stop`. The handler itself does nothing.
+pub fn install_kick_handler() -> Result<(), Error> {
+    static RESULT: OnceLock<Result<(), i32>> = OnceLock::new();
+    extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+    RESULT
+        .get_or_init(|| {
+            vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), kick)
+                .map_err(|e| e.errno())
+        })
+        .map_err(Error::KickHandler)
 }
 
 fn handle_exit(s: &VcpuShared, exit: VcpuExit<'_>) -> Result<(), Error> {

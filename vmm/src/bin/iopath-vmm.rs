@@ -1,4 +1,5 @@
-//! iopath-vmm: runs the bench guest with a job, or reports what this host can do.
+//! iopath-vmm: runs the bench guest with a job, boots a Linux guest, or reports what this host
+//! can do.
 
 use std::fs;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use iopath_mailbox::{BlockDevice, BlockJob, ExitKind, ExitsJob, Job, JobKind, Wo
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::check_host;
 use vmm::disk::{DiskConfig, DiskIface};
+use vmm::linux_vm::{self, LinuxVmConfig};
 use vmm::memory::RamConfig;
 use vmm::units::{parse_duration, parse_size};
 
@@ -16,7 +18,7 @@ use vmm::units::{parse_duration, parse_size};
 #[command(
     name = "iopath-vmm",
     version,
-    about = "The iopath VMM: runs the bench guest on KVM"
+    about = "The iopath VMM: runs the bench guest (or a Linux guest) on KVM"
 )]
 struct Args {
     /// Report the host kind, KVM capabilities, IOMMU/VFIO, io_uring and hugepages, then exit.
@@ -28,6 +30,19 @@ struct Args {
     /// A bench guest ELF to run instead of the embedded one.
     #[arg(long)]
     guest: Option<PathBuf>,
+    /// Boot a Linux kernel (bzImage or ELF vmlinux) instead of the bench guest. The run ends
+    /// when the guest reboots (exit status 0) or at --timeout.
+    #[arg(long, conflicts_with = "guest")]
+    kernel: Option<PathBuf>,
+    /// With --kernel: an initramfs to load.
+    #[arg(long, requires = "kernel")]
+    initramfs: Option<PathBuf>,
+    /// With --kernel: the kernel command line [default: "console=ttyS0 reboot=k"].
+    #[arg(long, requires = "kernel")]
+    cmdline: Option<String>,
+    /// With --kernel: vCPUs, one thread each [default: 1].
+    #[arg(long, requires = "kernel")]
+    cpus: Option<u8>,
     /// The job: `exits`, `block` (needs a --disk), or a raw job number.
     #[arg(long, default_value = "exits")]
     job: String,
@@ -40,9 +55,10 @@ struct Args {
     /// Where the guest console goes: stdout, none, or a file path.
     #[arg(long, default_value = "stdout")]
     serial: String,
-    /// Give up if the guest has not finished after this long.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    timeout: std::time::Duration,
+    /// Give up if the guest has not finished after this long [default: 60s for the bench
+    /// guest, none for a Linux guest].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// Exits job: iterations per repetition.
     #[arg(long, default_value_t = 2000)]
     iterations: u32,
@@ -93,6 +109,8 @@ enum Error {
     Serial(String, #[source] std::io::Error),
     #[error("run")]
     Run(#[source] bench_vm::Error),
+    #[error("Linux guest")]
+    Linux(#[source] linux_vm::Error),
     #[error("writing JSON failed")]
     Json(#[source] serde_json::Error),
     #[error("writing to stdout failed")]
@@ -110,11 +128,13 @@ fn main() -> ExitCode {
             // The `run` wrapper adds nothing a user needs: print from the cause.
             let shown: &dyn std::error::Error = match &e {
                 Error::Run(inner) => inner,
+                Error::Linux(inner) => inner,
                 other => other,
             };
             eprintln!("iopath-vmm: error: {}", vmm::error_chain(shown));
             if let Some(tail) = match &e {
                 Error::Run(inner) => inner.console_tail(),
+                Error::Linux(inner) => inner.console_tail(),
                 _ => None,
             } {
                 if !tail.is_empty() && !console_shown {
@@ -136,6 +156,9 @@ fn run(args: Args) -> Result<(), Error> {
         }
         return Ok(());
     }
+    if let Some(kernel) = args.kernel.clone() {
+        return run_linux(args, kernel);
+    }
     let kind = match args.job.as_str() {
         "exits" => JobKind::Exits as u32,
         "block" => JobKind::Block as u32,
@@ -145,13 +168,7 @@ fn run(args: Args) -> Result<(), Error> {
         Some(path) => fs::read(path).map_err(|e| Error::Image(path.clone(), e))?,
         None => vmm::guest_image::BENCH_GUEST.to_vec(),
     };
-    let console: Option<Box<dyn std::io::Write + Send>> = match args.serial.as_str() {
-        "stdout" => Some(Box::new(std::io::stdout())),
-        "none" => None,
-        file => Some(Box::new(
-            fs::File::create(file).map_err(|e| Error::Serial(file.to_string(), e))?,
-        )),
-    };
+    let console = console(&args.serial)?;
     let job = Job {
         kind,
         seed: 1,
@@ -186,7 +203,7 @@ fn run(args: Args) -> Result<(), Error> {
         },
         image,
         job,
-        timeout: args.timeout,
+        timeout: args.timeout.unwrap_or(DEFAULT_BENCH_TIMEOUT),
         console,
         disks: args.disk,
     })
@@ -242,6 +259,51 @@ fn run(args: Args) -> Result<(), Error> {
             run.startup.as_secs_f64() * 1e3
         );
     }
+    Ok(())
+}
+
+/// How long the bench guest may take when no --timeout is given.
+const DEFAULT_BENCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where the guest console goes: `stdout`, `none`, or a file (created or truncated).
+fn console(serial: &str) -> Result<Option<Box<dyn std::io::Write + Send>>, Error> {
+    Ok(match serial {
+        "stdout" => Some(Box::new(std::io::stdout())),
+        "none" => None,
+        file => Some(Box::new(
+            fs::File::create(file).map_err(|e| Error::Serial(file.to_string(), e))?,
+        )),
+    })
+}
+
+/// Boots `kernel` and runs it until it reboots or the time-out.
+fn run_linux(args: Args, kernel: PathBuf) -> Result<(), Error> {
+    let run = linux_vm::run(LinuxVmConfig {
+        ram: RamConfig {
+            size: args.memory,
+            hugepages: args.hugepages,
+        },
+        kernel,
+        initramfs: args.initramfs,
+        cmdline: args
+            .cmdline
+            .unwrap_or_else(|| linux_vm::DEFAULT_CMDLINE.to_string()),
+        cpus: args.cpus.unwrap_or(1),
+        console: console(&args.serial)?,
+        disks: args.disk,
+        timeout: args.timeout,
+    })
+    .map_err(Error::Linux)?;
+    let how = match run.exit {
+        linux_vm::Exit::Reset => "rebooted".to_string(),
+        linux_vm::Exit::TripleFault { vcpu, rip } => {
+            format!("reset by a triple fault (vCPU {vcpu}, rip {rip:#x})")
+        }
+    };
+    eprintln!(
+        "iopath-vmm: guest {how} after {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -8,24 +8,24 @@ use iopath_mailbox::layout::{GDT_GPA, IDENTITY_MAP_SIZE, PDPT_GPA, PD_GPA, PML4_
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_WRITE: u64 = 1 << 1;
+pub(crate) const PTE_PRESENT: u64 = 1 << 0;
+pub(crate) const PTE_WRITE: u64 = 1 << 1;
 const PTE_USER: u64 = 1 << 2;
-const PTE_HUGE: u64 = 1 << 7;
+pub(crate) const PTE_HUGE: u64 = 1 << 7;
 
-const CR0_PE: u64 = 1 << 0;
+pub(crate) const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
+pub(crate) const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
 const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
+pub(crate) const CR0_PG: u64 = 1 << 31;
+pub(crate) const CR4_PAE: u64 = 1 << 5;
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
+pub(crate) const EFER_LME: u64 = 1 << 8;
+pub(crate) const EFER_LMA: u64 = 1 << 10;
 
-const RFLAGS_RESERVED: u64 = 1 << 1;
+pub(crate) const RFLAGS_RESERVED: u64 = 1 << 1;
 const RFLAGS_IOPL3: u64 = 3 << 12;
 
 /// GDT slots.
@@ -91,7 +91,7 @@ fn gdt() -> [u64; GDT_ENTRIES] {
 }
 
 /// A legacy descriptor: `flags` is the access byte in bits 0-7 and the flags nibble in 12-15.
-fn seg_desc(flags: u16, base: u64, limit: u64) -> u64 {
+pub(crate) fn seg_desc(flags: u16, base: u64, limit: u64) -> u64 {
     ((base & 0xff00_0000) << 32)
         | ((base & 0x00ff_ffff) << 16)
         | (limit & 0x0000_ffff)
@@ -99,7 +99,7 @@ fn seg_desc(flags: u16, base: u64, limit: u64) -> u64 {
         | ((flags as u64 & 0xf0ff) << 40)
 }
 
-fn segment(index: usize, flags: u16, base: u64, limit: u32) -> kvm_segment {
+pub(crate) fn segment(index: usize, flags: u16, base: u64, limit: u32) -> kvm_segment {
     let rpl = (flags >> 5) & 3;
     kvm_segment {
         base,

@@ -1,4 +1,5 @@
 //! Getting a guest to its first instruction.
 
 pub mod bench_guest;
+pub mod linux;
 pub mod long_mode;
