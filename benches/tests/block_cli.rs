@@ -3,6 +3,31 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Runs `iopath-bench block ARGS --json` with a private results directory; the JSON it prints.
+fn block_json(args: &[&str]) -> serde_json::Value {
+    let results = tempfile::tempdir().unwrap();
+    let out = bench()
+        .args(args)
+        .args(["--json", "--results"])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The rows of the first scenario of a block result.
+fn rows(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["payload"]["scenarios"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_iopath-bench"))
 }
@@ -14,29 +39,19 @@ fn emulated_virtio_and_native_rows_with_counted_exits() {
         eprintln!("skipped: /dev/kvm is absent on this host (emulated path)");
         return;
     }
-    let results = tempfile::tempdir().unwrap();
-    let out = bench()
-        .args([
-            "block",
-            "--backend",
-            "null:64M",
-            "--qd",
-            "1,4",
-            "--runtime",
-            "300ms",
-        ])
-        .args(["--repeat", "1", "--json", "--results"])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = block_json(&[
+        "block",
+        "--backend",
+        "null:64M",
+        "--qd",
+        "1,4",
+        "--runtime",
+        "300ms",
+        "--repeat",
+        "1",
+    ]);
     assert_eq!(v["kind"], "block");
-    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
+    let rows = rows(&v);
     assert_eq!(rows.len(), 6, "three paths x two depths");
     for r in rows {
         assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
@@ -161,37 +176,22 @@ fn fio_peer_rows_sit_beside_native() {
         eprintln!("skipped: fio not installed");
         return;
     }
-    let results = tempfile::tempdir().unwrap();
-    let out = bench()
-        .args([
-            "block",
-            "--paths",
-            "native",
-            "--peer",
-            "fio",
-            "--backend",
-            "null:64M",
-        ])
-        .args([
-            "--qd",
-            "4",
-            "--runtime",
-            "300ms",
-            "--repeat",
-            "1",
-            "--json",
-            "--results",
-        ])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
+    let v = block_json(&[
+        "block",
+        "--paths",
+        "native",
+        "--peer",
+        "fio",
+        "--backend",
+        "null:64M",
+        "--qd",
+        "4",
+        "--runtime",
+        "300ms",
+        "--repeat",
+        "1",
+    ]);
+    let rows = rows(&v);
     let fio = rows.iter().find(|r| r["path"] == "fio").expect("a fio row");
     assert!(fio["iops"].as_f64().unwrap() > 0.0, "{fio}");
     assert!(fio["samples"][0]["ops"].as_u64().unwrap() > 0);
@@ -279,37 +279,22 @@ fn qsd_peer_serves_the_virtio_path() {
         eprintln!("skipped: qemu-storage-daemon not installed");
         return;
     }
-    let results = tempfile::tempdir().unwrap();
-    let out = bench()
-        .args([
-            "block",
-            "--paths",
-            "virtio",
-            "--peer",
-            "qsd",
-            "--backend",
-            "null:64M",
-        ])
-        .args([
-            "--qd",
-            "4",
-            "--runtime",
-            "300ms",
-            "--repeat",
-            "1",
-            "--json",
-            "--results",
-        ])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
+    let v = block_json(&[
+        "block",
+        "--paths",
+        "virtio",
+        "--peer",
+        "qsd",
+        "--backend",
+        "null:64M",
+        "--qd",
+        "4",
+        "--runtime",
+        "300ms",
+        "--repeat",
+        "1",
+    ]);
+    let rows = rows(&v);
     let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["virtio", "virtio-qsd"]);
     for r in rows {
@@ -327,37 +312,22 @@ fn qemu_peer_rows_appear_beside_ours() {
         );
         return;
     }
-    let results = tempfile::tempdir().unwrap();
-    let out = bench()
-        .args([
-            "block",
-            "--paths",
-            "native",
-            "--peer",
-            "qemu",
-            "--backend",
-            "null:64M",
-        ])
-        .args([
-            "--qd",
-            "2",
-            "--runtime",
-            "300ms",
-            "--repeat",
-            "1",
-            "--json",
-            "--results",
-        ])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = v["payload"]["scenarios"][0]["rows"].as_array().unwrap();
+    let v = block_json(&[
+        "block",
+        "--paths",
+        "native",
+        "--peer",
+        "qemu",
+        "--backend",
+        "null:64M",
+        "--qd",
+        "2",
+        "--runtime",
+        "300ms",
+        "--repeat",
+        "1",
+    ]);
+    let rows = rows(&v);
     let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["qemu-nvme", "qemu-virtio", "native"]);
     for r in &rows[..2] {

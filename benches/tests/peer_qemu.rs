@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use backends::engine::BackendSpec;
+use iopath_bench::block::BlockWork;
 use iopath_bench::peer::qemu::args::{qemu_args, RunFiles};
 use iopath_bench::peer::qemu::{self, QemuBlockJob, QemuDisk};
 use iopath_mailbox::layout::{GDT_GPA, PDPT_GPA, PD_GPA, PML4_GPA, RAM_MIN, TSS_GPA};
@@ -50,13 +51,15 @@ fn disk(dir: &tempfile::TempDir, fill: u8) -> (PathBuf, BackendSpec) {
 fn block_job(disk: QemuDisk, workload: Workload) -> QemuBlockJob {
     QemuBlockJob {
         disk,
-        workload,
-        block_size: 4096,
-        queue_depth: 4,
-        ops: 0,
-        duration: Duration::ZERO,
-        region_bytes: 0,
-        seed: SEED,
+        work: BlockWork {
+            workload,
+            block_size: 4096,
+            queue_depth: 4,
+            ops: 0,
+            duration: Duration::ZERO,
+            region_bytes: 0,
+            seed: SEED,
+        },
         memory: 256 << 20,
     }
 }
@@ -78,9 +81,9 @@ fn run(job: &QemuBlockJob) -> qemu::QemuBlockRun {
 fn verify_lands_in_the_file(disk: QemuDisk, path: &Path) {
     let region = 2 << 20;
     let mut job = block_job(disk, Workload::Verify);
-    job.block_size = 16384;
-    job.queue_depth = 8;
-    job.region_bytes = region;
+    job.work.block_size = 16384;
+    job.work.queue_depth = 8;
+    job.work.region_bytes = region;
     let run = run(&job);
     let res = run.results;
     assert_eq!(res.errors, 0, "{}", run.console);
@@ -128,7 +131,7 @@ fn random_reads_through_qemu_nvme_complete() {
     let dir = tempfile::tempdir().unwrap();
     let (_, backend) = disk(&dir, 0x5a);
     let mut job = block_job(QemuDisk::Nvme(backend), Workload::RandRead);
-    job.ops = 1000;
+    job.work.ops = 1000;
     let run = run(&job);
     let res = run.results;
     assert_eq!((res.ops, res.errors), (1000, 0), "{}", run.console);

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use backends::engine::BackendSpec;
 use iopath_mailbox::Workload;
 use serde::Deserialize;
 
 use super::sample::{Counts, Sample};
+use super::work::BlockWork;
 
 /// Where fio is looked for.
 pub const FIO: &str = "fio";
@@ -17,12 +17,8 @@ pub const FIO: &str = "fio";
 #[derive(Clone, Debug)]
 pub struct FioJob {
     pub backend: BackendSpec,
-    pub workload: Workload,
-    pub block_size: u32,
-    pub queue_depth: u16,
-    pub duration: Duration,
-    pub region_bytes: u64,
-    pub seed: u64,
+    /// fio runs for `duration` (its `ops` is not used).
+    pub work: BlockWork,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +69,7 @@ struct Latency {
 
 /// The fio command line for `job`.
 pub fn args(job: &FioJob) -> Result<Vec<String>, Error> {
-    let rw = match job.workload {
+    let rw = match job.work.workload {
         Workload::RandRead => "randread",
         Workload::RandWrite => "randwrite",
         Workload::Read => "read",
@@ -83,12 +79,12 @@ pub fn args(job: &FioJob) -> Result<Vec<String>, Error> {
     let mut a = vec![
         "--name=iopath".to_string(),
         format!("--rw={rw}"),
-        format!("--bs={}", job.block_size),
-        format!("--iodepth={}", job.queue_depth),
-        format!("--runtime={}ms", job.duration.as_millis().max(1)),
+        format!("--bs={}", job.work.block_size),
+        format!("--iodepth={}", job.work.queue_depth),
+        format!("--runtime={}ms", job.work.duration.as_millis().max(1)),
         "--time_based".into(),
         "--randrepeat=0".into(),
-        format!("--randseed={}", job.seed),
+        format!("--randseed={}", job.work.seed),
         "--lat_percentiles=1".into(),
         // Our runners do not drop the page cache before a run; neither may fio.
         "--invalidate=0".into(),
@@ -97,7 +93,7 @@ pub fn args(job: &FioJob) -> Result<Vec<String>, Error> {
     match &job.backend {
         BackendSpec::Null { size } => {
             a.push("--ioengine=null".into());
-            a.push(format!("--size={}", region(job.region_bytes, *size)));
+            a.push(format!("--size={}", region(job.work.region_bytes, *size)));
         }
         BackendSpec::File {
             path,
@@ -111,8 +107,8 @@ pub fn args(job: &FioJob) -> Result<Vec<String>, Error> {
                 a.push("--readonly".into());
             }
             let size = std::fs::metadata(path).map_or(0, |m| m.len());
-            if job.region_bytes != 0 || size != 0 {
-                a.push(format!("--size={}", region(job.region_bytes, size)));
+            if job.work.region_bytes != 0 || size != 0 {
+                a.push(format!("--size={}", region(job.work.region_bytes, size)));
             }
         }
     }
@@ -138,7 +134,7 @@ pub fn run(job: &FioJob) -> Result<Sample, Error> {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(Error::Failed(err.lines().last().unwrap_or("").to_string()));
     }
-    parse(&out.stdout, job.workload)
+    parse(&out.stdout, job.work.workload)
 }
 
 /// The sample in fio's JSON output (`--output-format=json --lat_percentiles=1`).
@@ -184,6 +180,7 @@ pub fn available() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const OUTPUT: &str = r#"note: both iodepth >= 1 and synchronous I/O engine are selected
 {"jobs": [{"error": 0, "job_runtime": 2000, "usr_cpu": 30.0, "sys_cpu": 20.0,
@@ -223,12 +220,15 @@ mod tests {
     fn command_line_follows_the_job() {
         let job = FioJob {
             backend: BackendSpec::Null { size: 1 << 30 },
-            workload: Workload::RandWrite,
-            block_size: 4096,
-            queue_depth: 32,
-            duration: Duration::from_secs(3),
-            region_bytes: 0,
-            seed: 7,
+            work: BlockWork {
+                workload: Workload::RandWrite,
+                block_size: 4096,
+                queue_depth: 32,
+                ops: 0,
+                duration: Duration::from_secs(3),
+                region_bytes: 0,
+                seed: 7,
+            },
         };
         let a = args(&job).unwrap();
         for want in [
@@ -248,7 +248,7 @@ mod tests {
         };
         let a = args(&ro).unwrap();
         assert!(a.iter().any(|x| x == "--readonly") && a.iter().any(|x| x == "--direct=1"));
-        ro.workload = Workload::Verify;
+        ro.work.workload = Workload::Verify;
         assert!(matches!(args(&ro), Err(Error::Workload(_))));
     }
 }

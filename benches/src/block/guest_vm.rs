@@ -7,16 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use backends::engine::BackendSpec;
-use iopath_mailbox::histogram::Histogram;
-use iopath_mailbox::{BlockDevice, BlockJob, Job, JobKind, Workload};
+use iopath_mailbox::BlockDevice;
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::disk::{DiskBackend, DiskConfig, DiskIface};
 use vmm::guest_image::BENCH_GUEST;
 use vmm::memory::RamConfig;
 use vmm::virtio::vhost_user_blk::{VhostUserBlkConfig, DEFAULT_QUEUE_SIZE};
 
-use super::sample::{Counts, Sample};
+use super::sample::Sample;
 use super::vhost_backend::{self, BackendProcess, BackendProgram};
+use super::work::BlockWork;
 use crate::cpu;
 
 /// Set-up and tear-down time allowed on top of the run time.
@@ -34,13 +34,7 @@ pub enum GuestDisk {
 #[derive(Clone, Debug)]
 pub struct GuestVmJob {
     pub disk: GuestDisk,
-    pub workload: Workload,
-    pub block_size: u32,
-    pub queue_depth: u16,
-    pub ops: u64,
-    pub duration: Duration,
-    pub region_bytes: u64,
-    pub seed: u64,
+    pub work: BlockWork,
     /// Guest RAM.
     pub memory: u64,
 }
@@ -93,20 +87,7 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
             },
         ),
     };
-    let guest_job = Job {
-        kind: JobKind::Block as u32,
-        seed: job.seed,
-        block: BlockJob {
-            device: device as u32,
-            workload: job.workload as u32,
-            block_size: job.block_size,
-            queue_depth: u32::from(job.queue_depth),
-            ops: job.ops,
-            duration_ms: job.duration.as_millis() as u64,
-            region_bytes: job.region_bytes,
-        },
-        ..Job::default()
-    };
+    let guest_job = job.work.guest_job(device);
     let cpu0 = cpu::process_time();
     let backend_cpu0 = backend.as_ref().map(BackendProcess::cpu_time);
     let run = bench_vm::run(BenchVmConfig {
@@ -116,7 +97,7 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
         },
         image: BENCH_GUEST.to_vec(),
         job: guest_job,
-        timeout: job.duration + GRACE,
+        timeout: job.work.duration + GRACE,
         console: None,
         disks: vec![disk],
     })
@@ -131,22 +112,10 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
     if khz == 0 {
         return Err(Error::NoTsc);
     }
-    let res = run.mailbox.block;
-    let counts = Counts {
-        ops: res.ops,
-        bytes: res.bytes,
-        errors: res.errors,
-        elapsed_s: res.elapsed_ticks as f64 / (khz as f64 * 1000.0),
-    };
-    let latency: Histogram = res.latency;
-    let cpu_s = processes.iter().map(|p| p.1).sum();
-    let mut sample = Sample::new(
-        counts,
-        &latency,
-        khz as f64 / 1000.0,
+    Ok(Sample::from_guest(
+        &run.mailbox.block,
+        khz,
         run.disk_exits_measured.first().copied(),
-        cpu_s,
-    );
-    sample.cpu_by_process = processes;
-    Ok(sample)
+        processes,
+    ))
 }

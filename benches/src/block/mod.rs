@@ -13,6 +13,7 @@ pub mod sample;
 mod scenario_file;
 mod summary;
 pub mod vhost_backend;
+mod work;
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,6 +28,7 @@ pub use self::native::NativeJob;
 pub use self::runner::{run, Progress};
 use self::sample::Sample;
 pub use self::scenario_file::ScenarioFile;
+pub use self::work::BlockWork;
 use crate::host::HostInfo;
 
 /// How the workload reaches the disk.

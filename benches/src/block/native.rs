@@ -3,7 +3,7 @@
 //! against.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use backends::engine::{BackendSpec, BlockOp, BlockRequest, Completion};
 use iommu::{Access, AddressSpace, DmaRegion, Perm};
@@ -12,6 +12,7 @@ use iopath_mailbox::offsets::Offsets;
 use iopath_mailbox::{pattern, Workload};
 
 use super::sample::{Counts, Sample};
+use super::work::BlockWork;
 use crate::cpu;
 
 const PAGE: usize = 4096;
@@ -19,16 +20,7 @@ const PAGE: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct NativeJob {
     pub backend: BackendSpec,
-    pub workload: Workload,
-    pub block_size: u32,
-    pub queue_depth: u16,
-    /// Stop after this many I/Os (0: no limit).
-    pub ops: u64,
-    /// Stop after this long (zero: no limit).
-    pub duration: Duration,
-    /// Bytes of the device covered from offset 0 (0: the whole device).
-    pub region_bytes: u64,
-    pub seed: u64,
+    pub work: BlockWork,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,21 +97,21 @@ impl Buffers {
 }
 
 pub fn run(job: &NativeJob) -> Result<Sample, Error> {
-    if job.queue_depth == 0 || job.block_size == 0 {
+    if job.work.queue_depth == 0 || job.work.block_size == 0 {
         return Err(Error::Params(format!(
             "queue depth {} and block size {} must be positive",
-            job.queue_depth, job.block_size
+            job.work.queue_depth, job.work.block_size
         )));
     }
     // Declared before the engine so it is dropped after it: requests point into it.
-    let bufs = Buffers::new(job.queue_depth, job.block_size)?;
+    let bufs = Buffers::new(job.work.queue_depth, job.work.block_size)?;
     let mut engine = job
         .backend
-        .open(u32::from(job.queue_depth))
+        .open(u32::from(job.work.queue_depth))
         .map_err(|e| Error::Open(job.backend.to_string(), e))?;
-    let bs = u64::from(job.block_size);
+    let bs = u64::from(job.work.block_size);
     let device = engine.capacity();
-    let region = match job.region_bytes {
+    let region = match job.work.region_bytes {
         0 => device - device % bs,
         r => r,
     };
@@ -134,30 +126,34 @@ pub fn run(job: &NativeJob) -> Result<Sample, Error> {
             "region of {region} bytes must be a non-zero multiple of {bs} within the device's {device} bytes"
         )));
     }
-    let (op, mut offsets) = match job.workload {
-        Workload::RandRead => (BlockOp::Read, Offsets::random(region, bs, job.seed)),
-        Workload::RandWrite => (BlockOp::Write, Offsets::random(region, bs, job.seed)),
+    let (op, mut offsets) = match job.work.workload {
+        Workload::RandRead => (BlockOp::Read, Offsets::random(region, bs, job.work.seed)),
+        Workload::RandWrite => (BlockOp::Write, Offsets::random(region, bs, job.work.seed)),
         Workload::Read => (BlockOp::Read, Offsets::sequential(region, bs)),
         Workload::Write => (BlockOp::Write, Offsets::sequential(region, bs)),
         Workload::Verify => return Err(Error::Workload(Workload::Verify.name())),
     };
     if op == BlockOp::Write {
-        for slot in 0..job.queue_depth {
-            bufs.fill(slot, job.seed)?;
+        for slot in 0..job.work.queue_depth {
+            bufs.fill(slot, job.work.seed)?;
         }
     }
 
-    let limit = if job.ops == 0 { u64::MAX } else { job.ops };
-    let mut started = vec![None::<Instant>; usize::from(job.queue_depth)];
-    let mut free: Vec<u16> = (0..job.queue_depth).rev().collect();
-    let mut done: Vec<Completion> = Vec::with_capacity(usize::from(job.queue_depth));
+    let limit = if job.work.ops == 0 {
+        u64::MAX
+    } else {
+        job.work.ops
+    };
+    let mut started = vec![None::<Instant>; usize::from(job.work.queue_depth)];
+    let mut free: Vec<u16> = (0..job.work.queue_depth).rev().collect();
+    let mut done: Vec<Completion> = Vec::with_capacity(usize::from(job.work.queue_depth));
     let mut latency = Histogram::new();
     let mut counts = Counts::default();
     let mut submitted = 0u64;
 
     let cpu0 = cpu::process_time();
     let t0 = Instant::now();
-    let deadline = (!job.duration.is_zero()).then(|| t0 + job.duration);
+    let deadline = (!job.work.duration.is_zero()).then(|| t0 + job.work.duration);
     let mut last_completion = t0;
     loop {
         let now = Instant::now();
@@ -217,17 +213,20 @@ pub fn run(job: &NativeJob) -> Result<Sample, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn job(backend: BackendSpec, workload: Workload, qd: u16, ops: u64) -> NativeJob {
         NativeJob {
             backend,
-            workload,
-            block_size: 4096,
-            queue_depth: qd,
-            ops,
-            duration: Duration::ZERO,
-            region_bytes: 0,
-            seed: 11,
+            work: BlockWork {
+                workload,
+                block_size: 4096,
+                queue_depth: qd,
+                ops,
+                duration: Duration::ZERO,
+                region_bytes: 0,
+                seed: 11,
+            },
         }
     }
 
@@ -279,7 +278,7 @@ mod tests {
     #[test]
     fn duration_bounds_the_run() {
         let mut j = job(BackendSpec::Null { size: 1 << 20 }, Workload::Read, 4, 0);
-        j.duration = Duration::from_millis(50);
+        j.work.duration = Duration::from_millis(50);
         let t = Instant::now();
         let s = run(&j).unwrap();
         assert!(s.ops > 0);
@@ -307,10 +306,10 @@ mod tests {
             Err(Error::Params(_))
         ));
         let mut j = job(null.clone(), Workload::Read, 1, 1);
-        j.block_size = 1000;
+        j.work.block_size = 1000;
         assert!(matches!(run(&j), Err(Error::Params(_))));
         let mut j = job(null, Workload::Read, 1, 1);
-        j.region_bytes = 2 << 20;
+        j.work.region_bytes = 2 << 20;
         assert!(matches!(run(&j), Err(Error::Params(_))));
         let missing = BackendSpec::File {
             path: "/nonexistent/disk".into(),

@@ -12,8 +12,10 @@ use super::qemu_peer;
 use super::sample::Sample;
 use super::summary::{compare_with_native, summarize};
 use super::vhost_backend::BackendProgram;
+use super::work::BlockWork;
 use super::{fio, native, BlockOptions, BlockReport, Error, IoPath, NativeJob, Scenario};
 use crate::host::HostInfo;
+use crate::peer::qemu::{QemuBlockJob, QemuDisk};
 
 /// A disk to run on: the spec and the name the table shows.
 pub(super) struct Disk {
@@ -134,63 +136,51 @@ pub fn run(opts: &BlockOptions, mut progress: impl FnMut(Progress)) -> Result<Bl
 
 fn run_one(opts: &BlockOptions, p: &Point, duration: Duration) -> Result<Sample, Error> {
     let spec = &p.disk.spec;
-    match p.path {
-        IoPath::Emulated | IoPath::Virtio | IoPath::VirtioQsd => {
-            let disk = match p.path {
-                IoPath::Virtio => GuestDisk::VhostUser(
-                    BackendProgram::Ours {
-                        bin: opts.vhost_user_blk_bin.clone(),
-                        poll_us: opts.vhost_poll_us,
-                    },
-                    spec.clone(),
-                ),
-                IoPath::VirtioQsd => GuestDisk::VhostUser(BackendProgram::Qsd, spec.clone()),
-                _ => GuestDisk::Nvme(spec.clone()),
-            };
-            guest_vm::run(&GuestVmJob {
-                disk,
-                workload: p.workload,
-                block_size: p.block_size,
-                queue_depth: p.qd,
-                ops: 0,
-                duration,
-                region_bytes: opts.region_bytes,
-                seed: opts.seed,
-                memory: opts.memory,
-            })
-            .map_err(|e| Error::GuestVm(p.path, p.describe(), e))
-        }
-        IoPath::QemuNvme | IoPath::QemuVirtio => qemu_peer::run(&qemu_peer::QemuPoint {
-            virtio: p.path == IoPath::QemuVirtio,
-            spec,
-            workload: p.workload,
-            block_size: p.block_size,
-            queue_depth: p.qd,
-            duration,
-            region_bytes: opts.region_bytes,
-            seed: opts.seed,
+    let work = BlockWork {
+        workload: p.workload,
+        block_size: p.block_size,
+        queue_depth: p.qd,
+        ops: 0,
+        duration,
+        region_bytes: opts.region_bytes,
+        seed: opts.seed,
+    };
+    let guest_vm = |disk| {
+        guest_vm::run(&GuestVmJob {
+            disk,
+            work: work.clone(),
             memory: opts.memory,
         })
-        .map_err(|e| Error::Qemu(p.path, p.describe(), e)),
+        .map_err(|e| Error::GuestVm(p.path, p.describe(), e))
+    };
+    let qemu = |disk| {
+        qemu_peer::run(&QemuBlockJob {
+            disk,
+            work: work.clone(),
+            memory: opts.memory,
+        })
+        .map_err(|e| Error::Qemu(p.path, p.describe(), e))
+    };
+    match p.path {
+        IoPath::Emulated => guest_vm(GuestDisk::Nvme(spec.clone())),
+        IoPath::Virtio => guest_vm(GuestDisk::VhostUser(
+            BackendProgram::Ours {
+                bin: opts.vhost_user_blk_bin.clone(),
+                poll_us: opts.vhost_poll_us,
+            },
+            spec.clone(),
+        )),
+        IoPath::VirtioQsd => guest_vm(GuestDisk::VhostUser(BackendProgram::Qsd, spec.clone())),
+        IoPath::QemuNvme => qemu(QemuDisk::Nvme(spec.clone())),
+        IoPath::QemuVirtio => qemu(QemuDisk::VirtioBlk(spec.clone())),
         IoPath::Native => native::run(&NativeJob {
             backend: spec.clone(),
-            workload: p.workload,
-            block_size: p.block_size,
-            queue_depth: p.qd,
-            ops: 0,
-            duration,
-            region_bytes: opts.region_bytes,
-            seed: opts.seed,
+            work,
         })
         .map_err(|e| Error::Native(p.describe(), e)),
         IoPath::Fio => fio::run(&fio::FioJob {
             backend: spec.clone(),
-            workload: p.workload,
-            block_size: p.block_size,
-            queue_depth: p.qd,
-            duration,
-            region_bytes: opts.region_bytes,
-            seed: opts.seed,
+            work,
         })
         .map_err(|e| Error::Fio(p.describe(), e)),
     }

@@ -102,6 +102,27 @@ impl Sample {
         }
     }
 
+    /// Builds a sample from what the bench guest measured (on our VMM or a peer's), its TSC
+    /// rate giving the time base.
+    pub fn from_guest(
+        res: &iopath_mailbox::BlockResults,
+        tsc_khz: u64,
+        device_exits: Option<u64>,
+        cpu_by_process: Vec<(String, f64)>,
+    ) -> Sample {
+        let khz = tsc_khz.max(1) as f64;
+        let counts = Counts {
+            ops: res.ops,
+            bytes: res.bytes,
+            errors: res.errors,
+            elapsed_s: res.elapsed_ticks as f64 / (khz * 1000.0),
+        };
+        let cpu_s = cpu_by_process.iter().map(|p| p.1).sum();
+        let mut s = Sample::new(counts, &res.latency, khz / 1000.0, device_exits, cpu_s);
+        s.cpu_by_process = cpu_by_process;
+        s
+    }
+
     pub fn iops(&self) -> f64 {
         per_second(self.ops, self.elapsed_s)
     }

@@ -21,14 +21,12 @@ use std::time::{Duration, Instant};
 
 use backends::engine::BackendSpec;
 use iopath_mailbox::layout::{MAILBOX_GPA, RAM_MIN};
-use iopath_mailbox::{
-    error as guest_error, BlockDevice, BlockJob, BlockResults, Job, JobKind, Mailbox, Status,
-    Workload,
-};
+use iopath_mailbox::{error as guest_error, BlockDevice, BlockResults, Job, Mailbox, Status};
 use vmm::guest_image::BENCH_GUEST;
 
 use self::args::{qemu_args, RunFiles};
 pub use self::host::{find_qemu, QEMU};
+use crate::block::BlockWork;
 
 /// Set-up and tear-down time allowed on top of the run time: firmware boot on PVM takes
 /// 10-20 s on a loaded machine.
@@ -64,16 +62,7 @@ impl QemuDisk {
 #[derive(Clone, Debug)]
 pub struct QemuBlockJob {
     pub disk: QemuDisk,
-    pub workload: Workload,
-    pub block_size: u32,
-    pub queue_depth: u16,
-    /// Stop after this many I/Os (0: no limit)...
-    pub ops: u64,
-    /// ... or after this long (zero: no limit). `Verify` needs neither.
-    pub duration: Duration,
-    /// Bytes of the disk covered from offset 0 (0: all of it).
-    pub region_bytes: u64,
-    pub seed: u64,
+    pub work: BlockWork,
     /// Guest RAM in bytes, a whole number of MiB.
     pub memory: u64,
 }
@@ -196,7 +185,7 @@ pub fn run_block(job: &QemuBlockJob) -> Result<QemuBlockRun, Error> {
         .stderr(stderr)
         .spawn()
         .map_err(|e| Error::Spawn(qemu.clone(), e))?;
-    let timeout = job.duration + GRACE;
+    let timeout = job.work.duration + GRACE;
     let watched = child::watch(&mut child, started, timeout, || {
         std::fs::read(&files.console)
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains(GUEST_BANNER))
@@ -245,19 +234,8 @@ fn guest_signalled(code: i32) -> bool {
 
 fn guest_job(job: &QemuBlockJob, tsc_khz: u64) -> Job {
     Job {
-        kind: JobKind::Block as u32,
         tsc_khz,
-        seed: job.seed,
-        block: BlockJob {
-            device: job.disk.guest_device() as u32,
-            workload: job.workload as u32,
-            block_size: job.block_size,
-            queue_depth: u32::from(job.queue_depth),
-            ops: job.ops,
-            duration_ms: u64::try_from(job.duration.as_millis()).unwrap_or(u64::MAX),
-            region_bytes: job.region_bytes,
-        },
-        ..Job::default()
+        ..job.work.guest_job(job.disk.guest_device())
     }
 }
 
@@ -297,6 +275,8 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use iopath_mailbox::{JobKind, Workload};
+    use std::time::Duration;
 
     /// Writes `mailbox` into a RAM-like file at `MAILBOX_GPA`, as the guest leaves it.
     fn write_mailbox_at_gpa(ram: &Path, mailbox: &Mailbox) -> io::Result<()> {
@@ -313,13 +293,15 @@ mod tests {
     fn job() -> QemuBlockJob {
         QemuBlockJob {
             disk: QemuDisk::VirtioBlk(BackendSpec::Null { size: 1 << 30 }),
-            workload: Workload::RandWrite,
-            block_size: 8192,
-            queue_depth: 16,
-            ops: 0,
-            duration: Duration::from_millis(1500),
-            region_bytes: 4 << 20,
-            seed: 99,
+            work: BlockWork {
+                workload: Workload::RandWrite,
+                block_size: 8192,
+                queue_depth: 16,
+                ops: 0,
+                duration: Duration::from_millis(1500),
+                region_bytes: 4 << 20,
+                seed: 99,
+            },
             memory: 256 << 20,
         }
     }
