@@ -86,6 +86,7 @@ pub fn run(opts: &ExitsOptions) -> Result<ExitsReport, Error> {
         timeout: opts.timeout,
         console: None,
         disks: Vec::new(),
+        devices: Vec::new(),
     })
     .map_err(Error::Run)?;
     let tsc_khz = run.mailbox.job.tsc_khz;

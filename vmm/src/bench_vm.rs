@@ -28,6 +28,7 @@ use crate::disk::{DiskBackend, DiskConfig, DiskIface};
 use crate::memory::RamConfig;
 use crate::pci::{self, PciConfigIo, PciConfigMmio, PciDevice, PciRoot};
 use crate::vcpu::{self, ExitCounters, ExitCounts, Vcpu, VcpuShared};
+use crate::vfio::{self, DeviceConfig, Passthrough};
 use crate::virtio::vhost_user_blk::VhostUserBlk;
 use crate::virtio::VirtioPciDevice;
 use crate::vm::{self, Vm};
@@ -77,6 +78,9 @@ pub enum Error {
     Virtio(#[source] crate::virtio::transport::Error),
     #[error("disk {backend} cannot be reached through iface={iface}")]
     DiskIface { backend: String, iface: DiskIface },
+    // Boxed: the passthrough errors are large and rare.
+    #[error(transparent)]
+    Passthrough(Box<vfio::Error>),
 }
 
 impl Error {
@@ -100,6 +104,8 @@ pub struct BenchVmConfig {
     pub console: Option<Box<dyn Write + Send>>,
     /// Disks, in PCI slot order after the host bridge.
     pub disks: Vec<DiskConfig>,
+    /// Passthrough PCI functions (kernel VFIO or vfio-user), in slot order after the disks.
+    pub devices: Vec<DeviceConfig>,
 }
 
 /// Queue depth each disk's engine accepts: the most any guest queue pair can have in flight.
@@ -117,7 +123,8 @@ pub struct BenchRun {
     /// Resident memory of this process beyond guest RAM, sampled while the VM was alive (KiB).
     pub rss_beyond_ram_kib: Option<u64>,
     pub console: String,
-    /// Exits taken on each disk's registers, in `disks` order.
+    /// Exits taken on each disk's registers, in `disks` order, then on each passthrough
+    /// device's trapped BAR ranges, in `devices` order.
     pub disk_exits: Vec<u64>,
     /// The part of `disk_exits` taken inside the guest's measured loops.
     pub disk_exits_measured: Vec<u64>,
@@ -132,6 +139,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
             have: cfg.ram.size >> 20,
         });
     }
+    vfio::preflight(&cfg.devices).map_err(|e| Error::Passthrough(Box::new(e)))?;
     install_kick_handler()?;
     let vm = Vm::new(cfg.ram).map_err(Error::Vm)?;
 
@@ -174,7 +182,13 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
     )
     .map_err(Error::Bus)?;
 
-    let disk_counters = attach_disks(&vm, &cfg.disks, &pio, &mmio)?;
+    let root = pci_root(&pio, &mmio)?;
+    let mut disk_counters = add_disks(&vm, &root, &cfg.disks)?;
+    // Declared after `vm`, so dropped before it: tears the devices down (DMA maps, slots,
+    // connections) on every way out of this function.
+    let passthrough = Passthrough::attach(&vm, &root, &cfg.devices)
+        .map_err(|e| Error::Passthrough(Box::new(e)))?;
+    disk_counters.extend(passthrough.exit_counters());
     let (mark, marked_exits) = MarkPort::new(disk_counters.clone());
     pio.insert(Arc::new(Mutex::new(mark)), u64::from(MARK_PORT), 4)
         .map_err(Error::Bus)?;
@@ -257,6 +271,12 @@ pub(crate) fn attach_disks(
     pio: &Bus,
     mmio: &Bus,
 ) -> Result<Vec<Arc<std::sync::atomic::AtomicU64>>, Error> {
+    let root = pci_root(pio, mmio)?;
+    add_disks(vm, &root, disks)
+}
+
+/// A PCI root reachable through CF8/CFC and ECAM.
+fn pci_root(pio: &Bus, mmio: &Bus) -> Result<Arc<Mutex<PciRoot>>, Error> {
     let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), pio.clone())));
     pio.insert(
         Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
@@ -270,6 +290,15 @@ pub(crate) fn attach_disks(
         pci::ECAM_SIZE,
     )
     .map_err(Error::Bus)?;
+    Ok(root)
+}
+
+/// A device per disk behind `root`; returns each disk's exit counter.
+fn add_disks(
+    vm: &Vm,
+    root: &Mutex<PciRoot>,
+    disks: &[DiskConfig],
+) -> Result<Vec<Arc<std::sync::atomic::AtomicU64>>, Error> {
     if disks.is_empty() {
         return Ok(Vec::new());
     }

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod pci;
 pub mod units;
 pub mod vcpu;
+pub mod vfio;
 pub mod virtio;
 pub mod vm;
 

@@ -1,6 +1,7 @@
 //! The KVM VM: in-kernel irqchip, guest RAM slots, ioeventfds and irqfds.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
@@ -8,6 +9,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::{self, GuestRam, RamConfig};
 use crate::pci::msix::{MsiMessage, MsiSink};
+use crate::vfio::slots::{self, MemorySlots, SlotAllocator};
 use crate::virtio::IoEventRegistrar;
 
 /// Where KVM may put the three pages Intel's real-mode emulation needs: just below the BIOS.
@@ -39,7 +41,12 @@ pub struct Vm {
     kvm: Kvm,
     fd: Arc<VmFd>,
     ram: GuestRam,
+    /// Slots added at run time (passthrough BARs), numbered after RAM's.
+    slots: Arc<KvmSlots>,
 }
+
+/// Slot numbers KVM accepts in address space 0.
+const MAX_SLOT: u32 = 0x7fff;
 
 impl Vm {
     pub fn new(ram: RamConfig) -> Result<Vm, Error> {
@@ -69,10 +76,23 @@ impl Vm {
             // dropped; clones of the fd kept by MSI sinks only signal interrupts.
             unsafe { fd.set_user_memory_region(desc) }.map_err(|e| Error::MemorySlot(slot, e))?;
         }
+        let fd = Arc::new(fd);
+        let first = ram.memory().num_regions() as u32;
+        let limit = u32::try_from(kvm.get_nr_memslots())
+            .unwrap_or(MAX_SLOT)
+            .min(MAX_SLOT);
+        let slots = Arc::new(KvmSlots {
+            fd: fd.clone(),
+            state: Mutex::new(SlotState {
+                alloc: SlotAllocator::new(first, limit),
+                live: HashMap::new(),
+            }),
+        });
         Ok(Vm {
             kvm,
-            fd: Arc::new(fd),
+            fd,
             ram,
+            slots,
         })
     }
 
@@ -107,6 +127,12 @@ impl Vm {
         Arc::new(KvmIoEvents(self.fd.clone()))
     }
 
+    /// Maps host memory into the guest while the VM runs, in slots that never collide with
+    /// guest RAM's.
+    pub fn memory_slots(&self) -> Arc<dyn MemorySlots> {
+        self.slots.clone()
+    }
+
     /// Signalling `evt` raises `gsi` on the in-kernel irqchip.
     pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), Error> {
         self.fd
@@ -126,6 +152,60 @@ impl IoEventRegistrar for KvmIoEvents {
     fn unregister(&self, evt: &EventFd, gpa: u64) -> Result<(), kvm_ioctls::Error> {
         self.0
             .unregister_ioevent(evt, &IoEventAddress::Mmio(gpa), NoDatamatch)
+    }
+}
+
+/// Run-time memory slots.
+struct KvmSlots {
+    fd: Arc<VmFd>,
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    alloc: SlotAllocator,
+    /// Each live slot's guest and host address.
+    live: HashMap<u32, (u64, u64)>,
+}
+
+impl KvmSlots {
+    fn set(&self, slot: u32, gpa: u64, len: u64, host: u64) -> Result<(), kvm_ioctls::Error> {
+        let desc = kvm_bindings::kvm_userspace_memory_region {
+            slot,
+            guest_phys_addr: gpa,
+            memory_size: len,
+            userspace_addr: host,
+            flags: 0,
+        };
+        // SAFETY: adding: the caller of `MemorySlots::add` keeps `host..host+len` mapped until
+        // the slot is removed; removing (len 0) makes KVM drop its use of the memory.
+        unsafe { self.fd.set_user_memory_region(desc) }
+    }
+}
+
+impl MemorySlots for KvmSlots {
+    unsafe fn add(&self, gpa: u64, len: u64, host: *mut u8) -> Result<u32, slots::Error> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = state.alloc.alloc()?;
+        if let Err(source) = self.set(slot, gpa, len, host as u64) {
+            let _ = state.alloc.free(slot);
+            return Err(slots::Error::Add {
+                slot,
+                gpa,
+                len,
+                source,
+            });
+        }
+        state.live.insert(slot, (gpa, host as u64));
+        Ok(slot)
+    }
+
+    fn remove(&self, slot: u32) -> Result<(), slots::Error> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (gpa, host) = *state.live.get(&slot).ok_or(slots::Error::Unknown(slot))?;
+        self.set(slot, gpa, 0, host)
+            .map_err(|source| slots::Error::Remove { slot, source })?;
+        state.live.remove(&slot);
+        state.alloc.free(slot)
     }
 }
 

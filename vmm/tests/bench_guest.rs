@@ -45,6 +45,7 @@ fn bench_guest_greets_and_measures_every_exit_kind() {
         timeout: Duration::from_secs(120),
         console: None,
         disks: Vec::new(),
+        devices: Vec::new(),
     })
     .expect("bench guest run");
     assert!(
@@ -88,6 +89,7 @@ fn touch_area_larger_than_ram_is_refused_before_boot() {
         timeout: Duration::from_secs(5),
         console: None,
         disks: Vec::new(),
+        devices: Vec::new(),
     })
     .unwrap_err();
     assert!(

@@ -54,6 +54,7 @@ fn run(job: Job, backend: BackendSpec) -> bench_vm::BenchRun {
             backend: backend.into(),
             iface: DiskIface::Nvme,
         }],
+        devices: Vec::new(),
     })
     .expect("bench guest run")
 }
@@ -167,6 +168,7 @@ fn missing_disk_is_reported_by_the_guest() {
         timeout: Duration::from_secs(60),
         console: None,
         disks: Vec::new(),
+        devices: Vec::new(),
     })
     .unwrap_err();
     let chain = vmm::error_chain(&err);

@@ -124,6 +124,7 @@ fn run(job: Job, socket: &Path) -> bench_vm::BenchRun {
         timeout: Duration::from_secs(120),
         console: None,
         disks: vec![disk],
+        devices: Vec::new(),
     }) {
         Ok(run) => run,
         Err(e) => panic!(
@@ -263,6 +264,7 @@ fn a_missing_socket_fails_before_the_guest_starts() {
         timeout: Duration::from_secs(30),
         console: None,
         disks: vec![format!("socket={}", socket.display()).parse().unwrap()],
+        devices: Vec::new(),
     })
     .unwrap_err();
     let chain = vmm::error_chain(&err);

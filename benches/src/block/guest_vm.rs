@@ -100,6 +100,7 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
         timeout: job.work.duration + GRACE,
         console: None,
         disks: vec![disk],
+        devices: Vec::new(),
     })
     .map_err(Error::Run)?;
     let vmm_cpu = (cpu::process_time() - cpu0).as_secs_f64();

@@ -13,6 +13,7 @@ use vmm::disk::{DiskConfig, DiskIface};
 use vmm::linux_vm::{self, LinuxVmConfig};
 use vmm::memory::RamConfig;
 use vmm::units::{parse_duration, parse_size};
+use vmm::vfio::DeviceConfig;
 
 #[derive(Parser)]
 #[command(
@@ -73,6 +74,15 @@ struct Args {
     /// guest sees virtio-blk).
     #[arg(long)]
     disk: Vec<DiskConfig>,
+    /// A passthrough PCI function, after the disks: `vfio=BDF` (kernel VFIO: 0000:03:00.0 or a
+    /// sysfs path; the device bound to vfio-pci) or `vfio-user=SOCKET` (a vfio-user server such
+    /// as iopath-vfio-user-nvme). Bench guest only.
+    #[arg(
+        long,
+        value_name = "vfio=BDF|vfio-user=SOCKET",
+        conflicts_with = "kernel"
+    )]
+    device: Vec<DeviceConfig>,
     /// Block job: randread, randwrite, read, write, or verify (write a pattern over the region,
     /// read it back and compare).
     #[arg(long, default_value = "randread", value_parser = parse_workload)]
@@ -206,6 +216,7 @@ fn run(args: Args) -> Result<(), Error> {
         timeout: args.timeout.unwrap_or(DEFAULT_BENCH_TIMEOUT),
         console,
         disks: args.disk,
+        devices: args.device,
     })
     .map_err(Error::Run)?;
     let tsc_khz = run.mailbox.job.tsc_khz.max(1) as f64;

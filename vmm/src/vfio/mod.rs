@@ -1,0 +1,125 @@
+//! Passthrough PCI devices: one device model ([`VfioPciDevice`]) over two transports behind
+//! [`transport::Transport`]: kernel VFIO ([`kernel`], `--device vfio=BDF`, lab servers) and
+//! vfio-user ([`user`], `--device vfio-user=SOCKET`, any host).
+//!
+//! The guest sees a PCI function with the device's identity, BARs placed by our PCI root and
+//! an MSI-X capability the VMM emulates ([`shadow`]). Mmappable BAR pieces are mapped straight
+//! into the guest as KVM memory slots ([`plan`], [`maps`], [`slots`]), so a store to the
+//! vfio-user NVMe server's doorbell page never exits; other BAR bytes are trapped and
+//! forwarded. Guest RAM is mapped for the device's DMA at start (IOVA = GPA) and unmapped at
+//! teardown.
+
+pub mod config;
+pub mod device;
+pub mod irq;
+pub mod kernel;
+pub mod maps;
+pub mod plan;
+pub mod shadow;
+pub mod slots;
+pub mod transport;
+pub mod user;
+
+#[cfg(test)]
+mod testing;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+pub use config::DeviceConfig;
+pub use device::VfioPciDevice;
+
+use self::transport::Transport;
+use crate::pci::{self, PciRoot};
+use crate::vm::Vm;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--device {0}")]
+    Unavailable(String, #[source] kernel::Error),
+    #[error("--device {0}")]
+    Open(String, #[source] transport::Error),
+    #[error("--device {0}")]
+    Device(String, #[source] device::Error),
+    #[error("--device {0}")]
+    Pci(String, #[source] pci::root::Error),
+}
+
+/// Fails early, before a VM is made, for devices this host cannot pass through.
+pub fn preflight(configs: &[DeviceConfig]) -> Result<(), Error> {
+    for cfg in configs {
+        cfg.preflight()
+            .map_err(|e| Error::Unavailable(cfg.to_string(), e))?;
+    }
+    Ok(())
+}
+
+fn open(cfg: &DeviceConfig, vm: &Vm) -> Result<Box<dyn Transport>, transport::Error> {
+    Ok(match cfg {
+        DeviceConfig::Vfio { sysfs } => Box::new(kernel::KernelVfio::open(sysfs, vm.fd())?),
+        DeviceConfig::VfioUser { socket } => Box::new(user::VfioUser::connect(socket)?),
+    })
+}
+
+/// The passthrough devices of one VM. Dropping it tears every device down (slots, DMA maps,
+/// interrupts, connections) even though the PCI root, which the buses keep alive, still
+/// holds them.
+pub struct Passthrough {
+    devices: Vec<Arc<Mutex<VfioPciDevice>>>,
+}
+
+impl Passthrough {
+    /// Opens each device and puts it behind `root`, in order.
+    pub fn attach(
+        vm: &Vm,
+        root: &Mutex<PciRoot>,
+        configs: &[DeviceConfig],
+    ) -> Result<Passthrough, Error> {
+        let mut attached = Passthrough {
+            devices: Vec::new(),
+        };
+        for cfg in configs {
+            let name = cfg.to_string();
+            let t = open(cfg, vm).map_err(|e| Error::Open(name.clone(), e))?;
+            let res = device::Resources {
+                slots: vm.memory_slots(),
+                msi: vm.msi_sink(),
+                ram: vm.ram().memory().clone(),
+            };
+            let dev = VfioPciDevice::new(name.clone(), t, res)
+                .map_err(|e| Error::Device(name.clone(), e))?;
+            let dev = Arc::new(Mutex::new(dev));
+            attached.devices.push(dev.clone());
+            root.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add_device(dev)
+                .map_err(|e| Error::Pci(name, e))?;
+        }
+        Ok(attached)
+    }
+
+    /// Each device's trapped-access counter, in attach order.
+    pub fn exit_counters(&self) -> Vec<Arc<AtomicU64>> {
+        self.devices
+            .iter()
+            .map(|d| lock(d).exit_counter())
+            .collect()
+    }
+
+    /// The devices, in attach order.
+    pub fn devices(&self) -> &[Arc<Mutex<VfioPciDevice>>] {
+        &self.devices
+    }
+}
+
+fn lock(d: &Mutex<VfioPciDevice>) -> std::sync::MutexGuard<'_, VfioPciDevice> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Passthrough {
+    fn drop(&mut self) {
+        for d in &self.devices {
+            lock(d).shutdown();
+        }
+    }
+}
