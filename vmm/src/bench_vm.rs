@@ -13,7 +13,7 @@ use iopath_mailbox::io::{
 use iopath_mailbox::layout::TOUCH_GPA;
 use iopath_mailbox::{error as guest_error, Job, Mailbox, Status};
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::signal::{Killable, SIGRTMIN};
 
 use backends::nvme::ControllerConfig;
 
@@ -52,8 +52,6 @@ pub enum Error {
     Load(#[source] bench_guest::Error),
     #[error("vCPU")]
     Vcpu(#[source] vcpu::Error),
-    #[error("installing the vCPU kick signal handler failed (errno {0})")]
-    Signal(i32),
     #[error("spawning the vCPU thread failed")]
     Spawn(#[source] std::io::Error),
     #[error("the vCPU thread panicked")]
@@ -140,7 +138,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
         });
     }
     vfio::preflight(&cfg.devices).map_err(|e| Error::Passthrough(Box::new(e)))?;
-    install_kick_handler()?;
+    vcpu::install_kick_handler().map_err(Error::Vcpu)?;
     let vm = Vm::new(cfg.ram).map_err(Error::Vm)?;
 
     let done = DoneSignal::new();
@@ -182,6 +180,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
     )
     .map_err(Error::Bus)?;
 
+    let _clear_buses = bus::ClearOnDrop(vec![pio.clone(), mmio.clone()]);
     let root = pci_root(&pio, &mmio)?;
     let mut disk_counters = add_disks(&vm, &root, &cfg.disks)?;
     // Declared after `vm`, so dropped before it: tears the devices down (DMA maps, slots,
@@ -380,11 +379,3 @@ fn rss_beyond_shared_memory() -> Option<u64> {
     Some(kib("VmRSS:")?.saturating_sub(kib("RssShmem:")?))
 }
 
-/// KVM_RUN returns EINTR when the vCPU thread takes a signal; the handler itself does nothing.
-fn install_kick_handler() -> Result<(), Error> {
-    static RESULT: OnceLock<Result<(), i32>> = OnceLock::new();
-    extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-    RESULT
-        .get_or_init(|| register_signal_handler(SIGRTMIN(), kick).map_err(|e| e.errno()))
-        .map_err(Error::Signal)
-}

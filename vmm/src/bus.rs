@@ -23,6 +23,17 @@ struct Range {
 
 type DeviceMap = BTreeMap<Range, Arc<Mutex<dyn BusDevice>>>;
 
+/// Empties the buses when dropped (see [`Bus::clear`]).
+pub struct ClearOnDrop(pub Vec<Bus>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        for bus in &self.0 {
+            bus.clear();
+        }
+    }
+}
+
 /// A set of non-overlapping device ranges. Clones share the same map, so a BAR moved by the
 /// guest (through the PCI root) is seen by every vCPU.
 #[derive(Clone, Default)]
@@ -59,6 +70,16 @@ impl Bus {
         let mut map = self.devices.write().unwrap_or_else(|e| e.into_inner());
         let key = *map.keys().find(|r| r.base == base)?;
         map.remove(&key)
+    }
+
+    /// Drops every device. The PCI root holds the buses and the config-space devices on them
+    /// hold the root: emptying the buses when a VM is done breaks that cycle, so devices (and
+    /// their threads, engines and files) go away with the VM.
+    pub fn clear(&self) {
+        self.devices
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn find(&self, addr: u64) -> Option<(u64, Arc<Mutex<dyn BusDevice>>)> {

@@ -151,6 +151,7 @@ pub fn run(cfg: LinuxVmConfig) -> Result<LinuxRun, Error> {
     let reset = DoneSignal::new();
     let pio = Bus::new();
     let mmio = Bus::new();
+    let _clear_buses = crate::bus::ClearOnDrop(vec![pio.clone(), mmio.clone()]);
     let console = legacy_devices(&vm, &pio, cfg.console, reset.clone())?;
     bench_vm::attach_disks(&vm, &cfg.disks, &pio, &mmio).map_err(Error::Disks)?;
     // The host bridge and one slot per disk (more than 31 disks failed above).
