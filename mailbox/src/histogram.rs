@@ -67,32 +67,40 @@ impl Histogram {
         }
     }
 
+    /// Samples recorded. The host reads histograms back from guest memory, so counts may be
+    /// anything: the sum saturates rather than overflows.
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().fold(0, |n, &c| n.saturating_add(c))
     }
 
     /// Adds another histogram's samples (repetitions, queues).
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
     }
 
     /// The value at quantile `q` (0.0..=1.0): the floor of the bucket holding it, clamped to
-    /// the recorded min and max. `None` when empty.
+    /// the recorded min and max (unless they contradict each other: a histogram read back
+    /// from guest memory need not be one `record` built). `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<u64> {
         let n = self.count();
         if n == 0 {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * n as f64) as u64).clamp(1, n);
-        let mut seen = 0;
+        let mut seen: u64 = 0;
         for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
+            seen = seen.saturating_add(*c);
             if seen >= rank {
-                return Some(bucket_floor(i).clamp(self.min, self.max));
+                let floor = bucket_floor(i);
+                return Some(if self.min <= self.max {
+                    floor.clamp(self.min, self.max)
+                } else {
+                    floor
+                });
             }
         }
         Some(self.max)
@@ -143,5 +151,23 @@ mod tests {
         b.record(7);
         a.merge(&b);
         assert_eq!((a.count(), a.min, a.max), (3, 7, 5000));
+    }
+
+    /// Regression (found by `fuzz/` target `bench_mailbox`): the host reads histograms back
+    /// from guest memory; one whose min is above its max, or whose counts overflow a u64 when
+    /// summed, panicked in `quantile`, `count` and `merge`.
+    #[test]
+    fn histograms_from_guest_memory_never_panic() {
+        let mut h = Histogram::new();
+        h.counts[3] = 1;
+        h.min = 10;
+        h.max = 2;
+        assert_eq!(h.quantile(0.5), Some(3));
+        h.counts[0] = u64::MAX;
+        assert_eq!(h.count(), u64::MAX);
+        assert_eq!(h.quantile(1.0), Some(0));
+        let copy = h;
+        h.merge(&copy);
+        assert_eq!(h.counts[0], u64::MAX);
     }
 }

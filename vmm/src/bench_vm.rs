@@ -378,4 +378,3 @@ fn rss_beyond_shared_memory() -> Option<u64> {
     };
     Some(kib("VmRSS:")?.saturating_sub(kib("RssShmem:")?))
 }
-

@@ -3,6 +3,7 @@
 //! thread's epoll set next to the kick.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use vmm_sys_util::event::{
 };
 
 use super::config::{config_window, BlkConfig, Device, WCE_OFFSET};
-use super::memory::address_space;
+use super::memory::{address_space, check_files};
 use super::queue::{Ring, Run, Stats, Worker, RUN_BUDGET};
 use crate::engine::BlockEngine;
 
@@ -52,6 +53,11 @@ pub struct BlkBackend {
     queues: Vec<Queue>,
     mem: Memory,
     options: ServeOptions,
+    /// The read ends of the queue threads' exit events. vhost-user-backend 0.24.0 takes them
+    /// with `into_raw_fd` into its epoll set and never closes them, which would leak one
+    /// eventfd per queue per connection (a daemon serves connection after connection); they
+    /// are closed on drop instead.
+    exit_fds: Mutex<Vec<RawFd>>,
 }
 
 /// A vring under its lock, as the worker sees it.
@@ -138,6 +144,7 @@ impl BlkBackend {
             queues,
             mem,
             options,
+            exit_fds: Mutex::new(Vec::new()),
         }
     }
 
@@ -271,6 +278,17 @@ impl BlkBackend {
     }
 }
 
+impl Drop for BlkBackend {
+    fn drop(&mut self) {
+        for fd in lock(&self.exit_fds).drain(..) {
+            // SAFETY: the library (pinned at =0.24.0) owns these descriptors only in the epoll
+            // set of a `VringEpollHandler`, never closes them, and every handler holds an `Arc`
+            // of this backend: now that it is dropped, no handler and no epoll set uses them.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
 impl VhostUserBackend for BlkBackend {
     type Bitmap = ();
     type Vring = Vring;
@@ -320,6 +338,18 @@ impl VhostUserBackend for BlkBackend {
     }
 
     fn update_memory(&self, mem: Memory) -> io::Result<()> {
+        // The library has already made this table current for the rings; a table that would
+        // fault is replaced by no memory at all, so nothing (rings or requests) touches it.
+        if let Err(e) = check_files(&mem.memory()) {
+            mem.lock()
+                .map_err(|_| io::Error::other("memory lock poisoned"))?
+                .replace(GuestMemoryMmap::new());
+            let empty = Arc::new(iommu::AddressSpace::new());
+            for queue in &self.queues {
+                self.control(queue).set_space(empty.clone());
+            }
+            return Err(e);
+        }
         let space = address_space(mem.memory().into_inner()).map_err(io::Error::other)?;
         let space = Arc::new(space);
         for queue in &self.queues {
@@ -334,7 +364,10 @@ impl VhostUserBackend for BlkBackend {
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
+            Ok(pair) => {
+                lock(&self.exit_fds).push(pair.0.as_raw_fd());
+                Some(pair)
+            }
             Err(e) => {
                 log::error!("cannot create a queue thread's exit event: {e}");
                 None

@@ -1,0 +1,182 @@
+//! virtio-blk requests as a guest lays them out: descriptor tables (direct and indirect),
+//! headers, data, status bytes and discard / write-zeroes ranges, all from the fuzz input.
+//!
+//! Input: `[mode: u8]`, then
+//! - mode even, the chain walker and request parser alone: `[table: u16][size: u16][head: u16]
+//!   [flags: u8][sectors: u16][cut: u8][ro_page: u8]` and guest memory (64 KiB from address 0).
+//!   Checked: every slice the parser returns lies inside guest memory, and a request it accepts
+//!   stays inside the device.
+//! - mode odd, one queue worker over a split ring as the daemon runs it (virtio-queue pops the
+//!   heads, the worker walks, parses, submits to an in-memory engine and posts used entries):
+//!   `[size_log2: u8][desc: u16][avail: u16][used: u16][flags: u8][sectors: u16]` and guest
+//!   memory.
+#![no_main]
+
+use std::sync::Arc;
+
+use backends::engine::MemEngine;
+use backends::vhost_user_blk::chain::{self, Desc};
+use backends::vhost_user_blk::config::{BlkConfig, Device};
+use backends::vhost_user_blk::memory::address_space;
+use backends::vhost_user_blk::queue::{Ring, Run, Worker};
+use backends::vhost_user_blk::request::{self, Op};
+use iommu::DmaSlice;
+use iopath_fuzz::guest::{GuestMem, PAGE};
+use iopath_fuzz::input::Cursor;
+use libfuzzer_sys::fuzz_target;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+const MEM: usize = 0x10000;
+
+fn device(flags: u8, sectors: u16) -> BlkConfig {
+    BlkConfig {
+        capacity: u64::from(sectors) << 9,
+        block_size: 512,
+        read_only: flags & 1 != 0,
+        num_queues: 1,
+        queue_size: 256,
+        serial: "fuzz-serial".into(),
+    }
+}
+
+fn check_inside(mem: &GuestMem, slices: &[DmaSlice]) {
+    for s in slices {
+        assert!(
+            mem.contains(s.as_ptr(), s.len()),
+            "slice outside guest memory"
+        );
+    }
+}
+
+/// Walker and parser on their own.
+fn parse_one(c: &mut Cursor<'_>) {
+    let (table, size, head) = (u64::from(c.u16()), c.u16(), c.u16());
+    let (flags, sectors) = (c.u8(), c.u16());
+    let (cut, ro_page) = (usize::from(c.u8()), c.u8());
+    let mem = GuestMem::new(MEM / PAGE);
+    mem.write(0, c.rest());
+    // Page 0 stays read-write: that is where tables usually are.
+    let ro = (flags & 2 != 0).then_some(usize::from(ro_page % 15) + 1);
+    let space = mem.space(&[cut], ro);
+    let dev = device(flags, sectors);
+
+    let mut descs: Vec<Desc> = Vec::new();
+    if chain::walk(&space, table, size, head, &mut descs).is_err() {
+        return;
+    }
+    assert!(descs.iter().map(|d| u64::from(d.len)).sum::<u64>() <= u64::from(u32::MAX));
+    match request::parse(&descs, &space, &dev) {
+        Ok(req) => {
+            check_inside(&mem, std::slice::from_ref(&req.status));
+            let _ = req.op.written();
+            let within =
+                |offset: u64, len: u64| offset.checked_add(len).is_some_and(|e| e <= dev.capacity);
+            match &req.op {
+                Op::Read { offset, segments } | Op::Write { offset, segments } => {
+                    check_inside(&mem, segments);
+                    let len: u64 = segments.iter().map(|s| s.len() as u64).sum();
+                    assert!(within(*offset, len), "I/O past the device end");
+                }
+                Op::GetId { segments } => check_inside(&mem, segments),
+                Op::Ranges(ranges) => {
+                    for r in ranges {
+                        assert!(within(r.offset, r.len), "range past the device end");
+                    }
+                }
+                Op::Flush => {}
+            }
+        }
+        Err(rejected) => {
+            if let Some(status) = &rejected.status {
+                check_inside(&mem, std::slice::from_ref(status));
+            }
+            let _ = rejected.error.status();
+        }
+    }
+}
+
+/// A bare virtio-queue `Queue` as the worker's ring (the daemon uses `VringState`).
+struct TestRing<'a> {
+    queue: Queue,
+    mem: &'a GuestMemoryMmap,
+}
+
+impl Ring for TestRing<'_> {
+    fn is_live(&self) -> bool {
+        self.queue.ready()
+    }
+    fn desc_table(&self) -> u64 {
+        self.queue.desc_table()
+    }
+    fn avail_ring(&self) -> u64 {
+        self.queue.avail_ring()
+    }
+    fn size(&self) -> u16 {
+        self.queue.size()
+    }
+    fn next_avail(&self) -> u16 {
+        self.queue.next_avail()
+    }
+    fn pop_head(&mut self) -> Option<u16> {
+        self.queue
+            .pop_descriptor_chain(self.mem)
+            .map(|c| c.head_index())
+    }
+    fn add_used(&mut self, head: u16, len: u32) -> bool {
+        self.queue.add_used(self.mem, head, len).is_ok()
+    }
+    fn enable_notification(&mut self) -> bool {
+        self.queue.enable_notification(self.mem).unwrap_or(false)
+    }
+    fn disable_notification(&mut self) {
+        let _ = self.queue.disable_notification(self.mem);
+    }
+    fn signal(&mut self) {
+        let _ = self.queue.needs_notification(self.mem);
+    }
+}
+
+/// One queue worker over a fuzzed ring.
+fn run_queue(c: &mut Cursor<'_>) {
+    let size = 1u16 << (c.u8() % 9);
+    let (desc, avail, used) = (c.u16(), c.u16(), c.u16());
+    let (flags, sectors) = (c.u8(), c.u16());
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
+    let image = c.rest();
+    vm_memory::Bytes::write_slice(&mem, &image[..image.len().min(MEM)], GuestAddress(0)).unwrap();
+
+    let mut queue = Queue::new(256).unwrap();
+    queue.set_size(size);
+    queue.set_desc_table_address(Some(u32::from(desc)), Some(0));
+    queue.set_avail_ring_address(Some(u32::from(avail)), Some(0));
+    queue.set_used_ring_address(Some(u32::from(used)), Some(0));
+    queue.set_event_idx(flags & 4 != 0);
+    queue.set_ready(true);
+    let mut ring = TestRing { queue, mem: &mem };
+
+    // A shallow engine so chains wait in the worker's backlog.
+    let engine = MemEngine::new(usize::from(sectors) << 9).with_queue_depth(4);
+    let dev = Device::new(device(flags, sectors));
+    dev.set_writeback(flags & 8 != 0);
+    let mut worker = Worker::new(Box::new(engine), Arc::new(dev));
+    worker.set_space(Arc::new(address_space(Arc::new(mem.clone())).unwrap()));
+    for _ in 0..8 {
+        if worker.run(&mut ring) != Run::More {
+            break;
+        }
+    }
+    let _ = worker.has_work();
+    worker.drain(&mut ring);
+    let s = worker.stats();
+    assert!(s.dropped + s.rejected <= s.chains);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut c = Cursor::new(data);
+    if c.u8() & 1 == 0 {
+        parse_one(&mut c);
+    } else {
+        run_queue(&mut c);
+    }
+});
