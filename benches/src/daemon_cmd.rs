@@ -1,6 +1,7 @@
-//! `iopath-bench vhost-user-blk-daemon` (hidden): our vhost-user-blk daemon run from this
-//! executable, so the virtio path needs no second binary built. It takes the same flags as
-//! `iopath-vhost-user-blk` (the subset the bench passes).
+//! The hidden daemon subcommands: `iopath-bench vhost-user-blk-daemon` and
+//! `vfio-user-nvme-daemon` run our daemons from this executable, so the virtio and passthrough
+//! paths need no second binary built. They take the same flags as `iopath-vhost-user-blk` and
+//! `iopath-vfio-user-nvme` (the subset the bench passes).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,5 +60,42 @@ impl DaemonArgs {
     /// Serves until SIGTERM.
     pub fn run(&self) -> Result<(), daemon::Error> {
         daemon::run(&self.config())
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct VfioUserNvmeArgs {
+    #[arg(long)]
+    pub socket: PathBuf,
+    #[arg(long, conflicts_with = "null", required_unless_present = "null")]
+    pub path: Option<PathBuf>,
+    /// Bytes of a null device.
+    #[arg(long)]
+    pub null: Option<u64>,
+    #[arg(long)]
+    pub readonly: bool,
+    #[arg(long, requires = "path")]
+    pub direct: bool,
+}
+
+impl VfioUserNvmeArgs {
+    /// Serves until SIGTERM.
+    pub fn run(&self) -> Result<(), backends::vfio_user_nvme::Error> {
+        let backend = match (&self.path, self.null) {
+            (Some(path), _) => BackendSpec::File {
+                path: path.clone(),
+                direct: self.direct,
+                read_only: self.readonly,
+            },
+            (None, size) => BackendSpec::Null {
+                size: size.unwrap_or(backends::engine::DEFAULT_NULL_SIZE),
+            },
+        };
+        backends::vfio_user_nvme::run(&backends::vfio_user_nvme::DaemonConfig {
+            socket: self.socket.clone(),
+            backend,
+            controller: backends::nvme::ControllerConfig::default(),
+            tuning: backends::vfio_user_nvme::PollTuning::default(),
+        })
     }
 }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iopath_bench::block::args::BlockArgs;
 use iopath_bench::block::{self, BlockOptions};
-use iopath_bench::daemon_cmd::DaemonArgs;
+use iopath_bench::daemon_cmd::{DaemonArgs, VfioUserNvmeArgs};
 use iopath_bench::exits::{self, ExitsOptions};
 use iopath_bench::report;
 use iopath_bench::results::{self, ResultFile};
@@ -38,6 +38,9 @@ enum Command {
     /// Our vhost-user-blk daemon, as the virtio path starts it.
     #[command(hide = true)]
     VhostUserBlkDaemon(DaemonArgs),
+    /// Our vfio-user NVMe server, as the passthrough path starts it.
+    #[command(hide = true)]
+    VfioUserNvmeDaemon(VfioUserNvmeArgs),
 }
 
 #[derive(Args)]
@@ -84,6 +87,8 @@ enum Error {
     Report(#[from] report::Error),
     #[error("vhost-user-blk daemon")]
     Daemon(#[from] backends::vhost_user_blk::daemon::Error),
+    #[error("vfio-user NVMe server")]
+    VfioDaemon(#[from] backends::vfio_user_nvme::Error),
     #[error(transparent)]
     Results(#[from] results::Error),
     #[error("writing to stdout failed")]
@@ -148,6 +153,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::VhostUserBlkDaemon(a) => Ok(a.run()?),
+        Command::VfioUserNvmeDaemon(a) => Ok(a.run()?),
         Command::Exits(a) => {
             let report = exits::run(&ExitsOptions {
                 iterations: a.iterations,

@@ -48,6 +48,7 @@ fn color(path: IoPath) -> RGBColor {
         IoPath::Emulated => RGBColor(0xd6, 0x27, 0x28),
         IoPath::Virtio => RGBColor(0x2c, 0xa0, 0x2c),
         IoPath::VirtioQsd => RGBColor(0x98, 0xdf, 0x8a),
+        IoPath::Passthrough => RGBColor(0x94, 0x67, 0xbd),
         IoPath::Native => RGBColor(0x1f, 0x77, 0xb4),
         IoPath::Fio => RGBColor(0x7f, 0x7f, 0x7f),
         IoPath::QemuNvme => RGBColor(0xff, 0x98, 0x96),

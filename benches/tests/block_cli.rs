@@ -33,7 +33,7 @@ fn bench() -> Command {
 }
 
 #[test]
-fn emulated_virtio_and_native_rows_with_counted_exits() {
+fn every_path_has_rows_with_counted_exits() {
     let kvm = Path::new("/dev/kvm").exists();
     if !kvm {
         eprintln!("skipped: /dev/kvm is absent on this host (emulated path)");
@@ -52,7 +52,7 @@ fn emulated_virtio_and_native_rows_with_counted_exits() {
     ]);
     assert_eq!(v["kind"], "block");
     let rows = rows(&v);
-    assert_eq!(rows.len(), 6, "three paths x two depths");
+    assert_eq!(rows.len(), 8, "four paths x two depths");
     for r in rows {
         assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
         assert_eq!(r["errors"], 0);
@@ -73,6 +73,12 @@ fn emulated_virtio_and_native_rows_with_counted_exits() {
                     assert!(exits > 0.0, "{r}");
                 }
                 assert!(r["percent_of_native"].as_f64().unwrap() > 0.0);
+            }
+            "passthrough" => {
+                // Doorbells land in the server's page mapped into the guest: no exits.
+                assert_eq!(r["exits_per_io"].as_f64(), Some(0.0), "{r}");
+                let procs = r["samples"][0]["cpu_by_process"].as_array().unwrap();
+                assert_eq!(procs.len(), 2, "the VMM and the NVMe server: {r}");
             }
             "virtio" => {
                 // Notifies are ioeventfds: only device set-up exits to the VMM.

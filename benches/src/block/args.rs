@@ -18,7 +18,7 @@ pub struct BlockArgs {
     /// A TOML scenario matrix (see the README); flags below override what it sets.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
-    /// Paths to compare, comma separated: emulated, virtio, native [default: all three].
+    /// Paths to compare, comma separated: emulated, virtio, passthrough, native [default: all].
     #[arg(long, value_delimiter = ',')]
     pub paths: Option<Vec<IoPath>>,
     /// Peers beside our paths, comma separated: fio (a second native reference on the host),

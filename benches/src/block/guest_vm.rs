@@ -12,6 +12,7 @@ use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::disk::{DiskBackend, DiskConfig, DiskIface};
 use vmm::guest_image::BENCH_GUEST;
 use vmm::memory::RamConfig;
+use vmm::vfio::DeviceConfig;
 use vmm::virtio::vhost_user_blk::{VhostUserBlkConfig, DEFAULT_QUEUE_SIZE};
 
 use super::sample::Sample;
@@ -29,6 +30,9 @@ pub enum GuestDisk {
     Nvme(BackendSpec),
     /// virtio-blk, served by a vhost-user-blk backend process started for the run.
     VhostUser(BackendProgram, BackendSpec),
+    /// Passthrough over vfio-user: our NVMe server process, started for the run; guest RAM
+    /// is mapped for its DMA and its doorbell page is mapped into the guest.
+    VfioUser(BackendSpec),
 }
 
 #[derive(Clone, Debug)]
@@ -60,31 +64,43 @@ impl Error {
 }
 
 pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
-    // Started before the VM and dropped after it: the frontend connects at start.
+    // Started before the VM and dropped after it: the VMM connects at start.
     let backend = match &job.disk {
         GuestDisk::VhostUser(program, spec) => {
             Some(BackendProcess::start(program, spec).map_err(Error::Backend)?)
         }
+        GuestDisk::VfioUser(spec) => Some(
+            BackendProcess::start(&BackendProgram::VfioUserNvme, spec).map_err(Error::Backend)?,
+        ),
         GuestDisk::Nvme(_) => None,
     };
-    let (device, disk) = match (&job.disk, &backend) {
-        (GuestDisk::VhostUser(..), Some(b)) => (
+    let socket = backend.as_ref().map(|b| PathBuf::from(b.socket()));
+    let (device, disks, devices) = match (&job.disk, socket) {
+        (GuestDisk::VhostUser(..), Some(socket)) => (
             BlockDevice::VirtioBlk,
-            DiskConfig {
+            vec![DiskConfig {
                 backend: DiskBackend::VhostUser(VhostUserBlkConfig {
-                    socket: PathBuf::from(b.socket()),
+                    socket,
                     queues: 1,
                     queue_size: DEFAULT_QUEUE_SIZE,
                 }),
                 iface: DiskIface::VhostUser,
-            },
+            }],
+            Vec::new(),
         ),
-        (GuestDisk::Nvme(spec), _) | (GuestDisk::VhostUser(_, spec), None) => (
+        // The guest's NVMe driver finds the passed-through controller by its class.
+        (GuestDisk::VfioUser(_), Some(socket)) => (
             BlockDevice::Nvme,
-            DiskConfig {
+            Vec::new(),
+            vec![DeviceConfig::VfioUser { socket }],
+        ),
+        (GuestDisk::Nvme(spec) | GuestDisk::VhostUser(_, spec) | GuestDisk::VfioUser(spec), _) => (
+            BlockDevice::Nvme,
+            vec![DiskConfig {
                 backend: DiskBackend::Engine(spec.clone()),
                 iface: DiskIface::Nvme,
-            },
+            }],
+            Vec::new(),
         ),
     };
     let guest_job = job.work.guest_job(device);
@@ -99,8 +115,8 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
         job: guest_job,
         timeout: job.work.duration + GRACE,
         console: None,
-        disks: vec![disk],
-        devices: Vec::new(),
+        disks,
+        devices,
     })
     .map_err(Error::Run)?;
     let vmm_cpu = (cpu::process_time() - cpu0).as_secs_f64();

@@ -41,6 +41,8 @@ pub enum IoPath {
     Virtio,
     /// Bench guest, virtio-blk; qemu-storage-daemon does the I/O (`--peer qsd`).
     VirtioQsd,
+    /// Bench guest, NVMe passed through over vfio-user from our NVMe server process.
+    Passthrough,
     /// The same engine on the host, no VM.
     Native,
     /// fio on the host (`--peer fio`): a second native reference.
@@ -57,6 +59,7 @@ impl IoPath {
             IoPath::Emulated => "emulated",
             IoPath::Virtio => "virtio",
             IoPath::VirtioQsd => "virtio-qsd",
+            IoPath::Passthrough => "passthrough",
             IoPath::Native => "native",
             IoPath::Fio => "fio",
             IoPath::QemuNvme => "qemu-nvme",
@@ -79,12 +82,13 @@ impl FromStr for IoPath {
             "emulated" => Ok(IoPath::Emulated),
             "virtio" => Ok(IoPath::Virtio),
             "virtio-qsd" => Ok(IoPath::VirtioQsd),
+            "passthrough" => Ok(IoPath::Passthrough),
             "native" => Ok(IoPath::Native),
             "fio" => Ok(IoPath::Fio),
             "qemu-nvme" => Ok(IoPath::QemuNvme),
             "qemu-virtio" => Ok(IoPath::QemuVirtio),
             _ => Err(format!(
-                "unknown path {s:?} (expected emulated, virtio, virtio-qsd, native, fio, qemu-nvme or qemu-virtio)"
+                "unknown path {s:?} (expected emulated, virtio, passthrough, native; peers virtio-qsd, fio, qemu-nvme, qemu-virtio)"
             )),
         }
     }
@@ -130,7 +134,12 @@ pub struct BlockOptions {
 impl Default for BlockOptions {
     fn default() -> Self {
         BlockOptions {
-            paths: vec![IoPath::Emulated, IoPath::Virtio, IoPath::Native],
+            paths: vec![
+                IoPath::Emulated,
+                IoPath::Virtio,
+                IoPath::Passthrough,
+                IoPath::Native,
+            ],
             workloads: vec![Workload::RandRead],
             block_sizes: vec![4096],
             queue_depths: vec![1, 32],

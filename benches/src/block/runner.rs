@@ -171,6 +171,7 @@ fn run_one(opts: &BlockOptions, p: &Point, duration: Duration) -> Result<Sample,
             spec.clone(),
         )),
         IoPath::VirtioQsd => guest_vm(GuestDisk::VhostUser(BackendProgram::Qsd, spec.clone())),
+        IoPath::Passthrough => guest_vm(GuestDisk::VfioUser(spec.clone())),
         IoPath::QemuNvme => qemu(QemuDisk::Nvme(spec.clone())),
         IoPath::QemuVirtio => qemu(QemuDisk::VirtioBlk(spec.clone())),
         IoPath::Native => native::run(&NativeJob {

@@ -1,6 +1,6 @@
-//! The vhost-user-blk backend process of a virtio run: ours (`iopath-vhost-user-blk`, run as
-//! a child of this process) or a peer nobody here wrote (`qemu-storage-daemon`), started per
-//! run on its own socket, measured from /proc, and killed when the run is over.
+//! The device process of a run: a vhost-user-blk backend for the virtio path (ours, run as a
+//! child of this process, or `qemu-storage-daemon`), or our vfio-user NVMe server for the
+//! passthrough path; started per run on its own socket, measured from /proc, killed after.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +24,9 @@ pub enum BackendProgram {
     Ours { bin: Option<PathBuf>, poll_us: u64 },
     /// qemu-storage-daemon's vhost-user-blk export (io_uring on files).
     Qsd,
+    /// Our vfio-user NVMe server (this executable's hidden `vfio-user-nvme-daemon`), for the
+    /// passthrough path.
+    VfioUserNvme,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +149,30 @@ fn command(
             }
             Ok((cmd, name))
         }
+        BackendProgram::VfioUserNvme => {
+            let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("vfio-user-nvme-daemon").arg("--socket").arg(socket);
+            match disk {
+                BackendSpec::Null { size } => {
+                    cmd.arg("--null").arg(size.to_string());
+                }
+                BackendSpec::File {
+                    path,
+                    direct,
+                    read_only,
+                } => {
+                    cmd.arg("--path").arg(path);
+                    if *direct {
+                        cmd.arg("--direct");
+                    }
+                    if *read_only {
+                        cmd.arg("--readonly");
+                    }
+                }
+            }
+            Ok((cmd, "iopath-vfio-user-nvme".to_string()))
+        }
         BackendProgram::Qsd => {
             let mut cmd = Command::new(QSD);
             let (blockdev, writable) = match disk {
@@ -179,7 +206,7 @@ fn command(
 pub fn available(program: &BackendProgram) -> bool {
     match program {
         BackendProgram::Ours { bin: Some(bin), .. } => bin.is_file(),
-        BackendProgram::Ours { bin: None, .. } => true,
+        BackendProgram::Ours { bin: None, .. } | BackendProgram::VfioUserNvme => true,
         BackendProgram::Qsd => std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(QSD).is_file())),
     }
