@@ -77,35 +77,36 @@ fn write_scenario(report: &Scenario, stem: &Path, name: &str) -> Result<Vec<Path
     let (w, h) = (900, 500);
     let sep = if name.is_empty() { "" } else { "-" };
     for ext in ["svg", "png"] {
-        let iops = with_suffix(stem, &format!("{name}{sep}iops"), ext);
-        let cdf = with_suffix(stem, &format!("{name}{sep}latency"), ext);
-        if ext == "svg" {
-            iops_chart(
-                report,
-                &SVGBackend::new(&iops, (w, h)).into_drawing_area(),
-                &iops,
-            )?;
-            cdf_chart(
-                report,
-                &SVGBackend::new(&cdf, (w, h)).into_drawing_area(),
-                &cdf,
-            )?;
-        } else {
-            iops_chart(
-                report,
-                &BitMapBackend::new(&iops, (w, h)).into_drawing_area(),
-                &iops,
-            )?;
-            cdf_chart(
-                report,
-                &BitMapBackend::new(&cdf, (w, h)).into_drawing_area(),
-                &cdf,
-            )?;
+        for what in ["iops", "latency", "cpu"] {
+            let file = with_suffix(stem, &format!("{name}{sep}{what}"), ext);
+            if ext == "svg" {
+                draw(
+                    what,
+                    report,
+                    &SVGBackend::new(&file, (w, h)).into_drawing_area(),
+                    &file,
+                )?;
+            } else {
+                let area = BitMapBackend::new(&file, (w, h)).into_drawing_area();
+                draw(what, report, &area, &file)?;
+            }
+            out.push(file);
         }
-        out.push(iops);
-        out.push(cdf);
     }
     Ok(out)
+}
+
+fn draw<DB: DrawingBackend>(
+    what: &str,
+    report: &Scenario,
+    area: &DrawingArea<DB, Shift>,
+    file: &Path,
+) -> Result<(), Error> {
+    match what {
+        "iops" => iops_chart(report, area, file),
+        "latency" => cdf_chart(report, area, file),
+        _ => cpu_chart(report, area, file),
+    }
 }
 
 fn with_suffix(stem: &Path, what: &str, ext: &str) -> PathBuf {
@@ -263,6 +264,123 @@ fn cdf_chart<DB: DrawingBackend>(
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_err(file))?;
+    }
+    area.present().map_err(draw_err(file))
+}
+
+/// One bar: a path at a depth, and its CPU us per I/O by process index.
+type Stack = (IoPath, u16, Vec<(usize, f64)>);
+
+/// Host CPU per I/O of each path, stacked by process (VMM, backend daemon, QEMU, ...), from the
+/// run closest to the median IOPS; one panel per disk, bars grouped by queue depth.
+fn cpu_chart<DB: DrawingBackend>(
+    report: &Scenario,
+    area: &DrawingArea<DB, Shift>,
+    file: &Path,
+) -> Result<(), Error> {
+    area.fill(&WHITE).map_err(draw_err(file))?;
+    let disks = distinct(&report.rows, |r| r.backend.clone());
+    let depths = distinct(&report.rows, |r| r.queue_depth);
+    let paths = distinct(&report.rows, |r| r.path);
+    let processes = ["vmm", "backend", "qemu", "process"];
+    let shade = |i: usize| RGBColor(0x30 + 0x40 * i as u8, 0x60 + 0x20 * i as u8, 0xa0);
+    let panels = area.split_evenly((1, disks.len().max(1)));
+    for (disk, panel) in disks.iter().zip(panels.iter()) {
+        // (path, depth) -> us per I/O by process.
+        let stacks: Vec<Stack> = report
+            .rows
+            .iter()
+            .filter(|r| &r.backend == disk)
+            .filter_map(|r| {
+                let s = r.samples.iter().min_by(|a, b| {
+                    (a.iops() - r.iops)
+                        .abs()
+                        .total_cmp(&(b.iops() - r.iops).abs())
+                })?;
+                let per_io = |cpu: f64| {
+                    if s.ops > 0 {
+                        cpu * 1e6 / s.ops as f64
+                    } else {
+                        0.0
+                    }
+                };
+                let parts = if s.cpu_by_process.is_empty() {
+                    vec![(3, per_io(s.cpu_s))]
+                } else {
+                    s.cpu_by_process
+                        .iter()
+                        .map(|(name, cpu)| {
+                            let i = processes.iter().position(|p| p == name).unwrap_or(3);
+                            (i, per_io(*cpu))
+                        })
+                        .collect()
+                };
+                Some((r.path, r.queue_depth, parts))
+            })
+            .collect();
+        let max = stacks
+            .iter()
+            .map(|(_, _, p)| p.iter().map(|x| x.1).sum::<f64>())
+            .fold(0.1, f64::max);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{disk}: host CPU us per I/O"), ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..depths.len() as f64 - 0.5, 0.0..max * 1.1)
+            .map_err(draw_err(file))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(depths.len())
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                match depths.get(i as usize) {
+                    Some(qd) if (x - i).abs() < 0.01 && i >= 0.0 => format!("qd {qd}"),
+                    _ => String::new(),
+                }
+            })
+            .draw()
+            .map_err(draw_err(file))?;
+        let width = 0.8 / paths.len().max(1) as f64;
+        for (g, pi, parts, path) in stacks.iter().filter_map(|(path, qd, parts)| {
+            let g = depths.iter().position(|d| d == qd)? as f64;
+            let pi = paths.iter().position(|p| p == path)? as f64;
+            Some((g, pi, parts, *path))
+        }) {
+            let x0 = g - 0.4 + pi * width;
+            let mut y = 0.0;
+            for &(proc_i, v) in parts {
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x0, y), (x0 + width * 0.9, y + v)],
+                        shade(proc_i).filled(),
+                    )))
+                    .map_err(draw_err(file))?;
+                y += v;
+            }
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, y)],
+                    color(path).stroke_width(2),
+                )))
+                .map_err(draw_err(file))?;
+        }
+        for (i, name) in processes.iter().enumerate() {
+            chart
+                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+                .map_err(draw_err(file))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], shade(i).filled())
+                });
+        }
+        chart
+            .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

@@ -144,7 +144,7 @@ fn table_and_result_file_for_native_only() {
     if Path::new(iopath_bench::plot::FONT_PATH).exists() {
         assert_eq!(
             names.iter().filter(|n| n.ends_with(".svg")).count(),
-            2,
+            3,
             "{names:?}"
         );
         assert!(text.contains("plots:"), "{text}");

@@ -106,7 +106,14 @@ fn report_redraws_the_table_and_plots_from_json() {
         return;
     }
     let stem = file.with_extension("");
-    for suffix in ["-iops.svg", "-iops.png", "-latency.svg", "-latency.png"] {
+    for suffix in [
+        "-iops.svg",
+        "-iops.png",
+        "-latency.svg",
+        "-latency.png",
+        "-cpu.svg",
+        "-cpu.png",
+    ] {
         let plot = format!("{}{suffix}", stem.display());
         let len = std::fs::metadata(&plot).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "{plot} missing or empty");
