@@ -1,5 +1,6 @@
 //! The PIO and MMIO buses: address ranges mapped to devices.
 
+use crate::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -117,12 +118,6 @@ impl Bus {
             None => false,
         }
     }
-}
-
-/// A device whose lock was poisoned by a panic on another vCPU is still usable: its state is
-/// the device's own problem, and the VMM must keep serving the other devices.
-fn lock(dev: &Mutex<dyn BusDevice>) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
-    dev.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

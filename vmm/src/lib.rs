@@ -33,6 +33,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Locks a device or device-side state. A lock poisoned by a panic on another thread is still
+/// taken: the state is that device's own problem, and the VMM must keep serving the others.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(Debug, thiserror::Error)]

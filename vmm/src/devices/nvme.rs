@@ -12,6 +12,7 @@ use backends::engine::BlockEngine;
 use backends::nvme::{Controller, ControllerConfig};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::lock;
 use crate::pci::msix::{MsiSink, Msix};
 use crate::pci::{Bar, BarKind, ConfigSpace, PciDevice, PciIds};
 
@@ -28,10 +29,6 @@ pub enum Error {
     EventFd(#[source] std::io::Error),
     #[error("spawning the completion thread failed")]
     Spawn(#[source] std::io::Error),
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct NvmeDevice {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::config::{ConfigSpace, PciIds};
 use super::{BarKind, PciDevice};
 use crate::bus::{Bus, BusDevice};
+use crate::lock;
 
 const SLOTS: usize = 32;
 
@@ -30,10 +31,6 @@ pub struct PciRoot {
     pio: Bus,
     next_mmio: u64,
     next_io: u64,
-}
-
-fn lock(dev: &Mutex<dyn PciDevice>) -> std::sync::MutexGuard<'_, dyn PciDevice + 'static> {
-    dev.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl PciRoot {

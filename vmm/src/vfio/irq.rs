@@ -11,14 +11,11 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::shadow::MsixLayout;
 use super::transport::{self, Transport};
+use crate::lock;
 use crate::pci::msix::{MsiSink, Msix};
 use crate::virtio::call_relay::{Call, CallRelay, Route};
 
 const MSIX_ENABLE: u16 = 1 << 15;
-
-fn lock(m: &Mutex<Msix>) -> std::sync::MutexGuard<'_, Msix> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 pub struct MsixRouting {
     layout: MsixLayout,

@@ -30,6 +30,7 @@ pub use config::DeviceConfig;
 pub use device::VfioPciDevice;
 
 use self::transport::Transport;
+use crate::lock;
 use crate::pci::{self, PciRoot};
 use crate::vm::Vm;
 
@@ -110,10 +111,6 @@ impl Passthrough {
     pub fn devices(&self) -> &[Arc<Mutex<VfioPciDevice>>] {
         &self.devices
     }
-}
-
-fn lock(d: &Mutex<VfioPciDevice>) -> std::sync::MutexGuard<'_, VfioPciDevice> {
-    d.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for Passthrough {

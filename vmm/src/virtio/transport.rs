@@ -14,6 +14,7 @@ use super::call_relay::{Call, CallRelay, Route};
 use super::common_cfg::{self, Action, CommonConfig};
 use super::device::{Activation, QueueActivation, VirtioDevice};
 use super::notify::{self, IoEventRegistrar, NotifyEvents};
+use crate::lock;
 use crate::pci::config::COMMAND_MEMORY;
 use crate::pci::msix::{MsiSink, Msix};
 use crate::pci::{Bar, BarKind, ConfigSpace, PciDevice, PciIds};
@@ -78,10 +79,6 @@ pub struct VirtioPciDevice {
     /// Trapped BAR accesses: each is one exit to the VMM. Notifies caught by an ioeventfd
     /// never show up here.
     bar_exits: Arc<AtomicU64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl VirtioPciDevice {
