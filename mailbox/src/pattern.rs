@@ -29,6 +29,28 @@ pub fn first_mismatch(seed: u64, offset: u64, buf: &[u8]) -> Option<u64> {
     })
 }
 
+/// How a disk image differs from a verify job's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageMismatch {
+    /// The word at this byte offset of the region does not hold the pattern.
+    Pattern(u64),
+    /// The byte at this offset, past the region, is no longer `fill`.
+    Fill(u64),
+}
+
+/// Checks a disk image after a verify job over its first `region` bytes: the region holds the
+/// pattern of `seed`, and every byte after it is still `fill` (nothing lost, nothing misplaced).
+pub fn check_image(seed: u64, image: &[u8], region: usize, fill: u8) -> Result<(), ImageMismatch> {
+    let (written, rest) = image.split_at(region.min(image.len()));
+    if let Some(at) = first_mismatch(seed, 0, written) {
+        return Err(ImageMismatch::Pattern(at));
+    }
+    match rest.iter().position(|&b| b != fill) {
+        Some(i) => Err(ImageMismatch::Fill((written.len() + i) as u64)),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +64,26 @@ mod tests {
         assert_eq!(first_mismatch(10, 8192, &a), Some(8192));
         a[4000] ^= 1;
         assert_eq!(first_mismatch(9, 8192, &a), Some(8192 + 4000));
+    }
+
+    #[test]
+    fn images_are_checked_in_and_past_the_region() {
+        let mut image = [0xeeu8; 64];
+        fill(5, 0, &mut image[..32]);
+        assert_eq!(check_image(5, &image, 32, 0xee), Ok(()));
+        assert_eq!(
+            check_image(6, &image, 32, 0xee),
+            Err(ImageMismatch::Pattern(0))
+        );
+        image[40] = 0;
+        assert_eq!(
+            check_image(5, &image, 32, 0xee),
+            Err(ImageMismatch::Fill(40))
+        );
+        image[9] ^= 1;
+        assert_eq!(
+            check_image(5, &image, 32, 0xee),
+            Err(ImageMismatch::Pattern(8))
+        );
     }
 }
