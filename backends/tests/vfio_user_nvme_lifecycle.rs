@@ -152,3 +152,44 @@ fn bad_arguments_are_refused() {
     }
     assert!(!std::path::Path::new(socket).exists());
 }
+
+/// The inputs that crash vfio_user 0.1.7 (fuzz/regressions/): each only ends its own
+/// connection; the daemon lives on and serves the next client.
+#[test]
+fn malformed_messages_end_the_connection_not_the_daemon() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let mut d = Daemon::start(&["--null", "1M"]);
+    let version = |size: u32, payload: &[u8]| {
+        let mut m = vec![0u8; 16];
+        m[2..4].copy_from_slice(&1u16.to_le_bytes());
+        m[4..8].copy_from_slice(&size.to_le_bytes());
+        m.extend_from_slice(payload);
+        m
+    };
+    let inputs = [
+        // Shorter than a Version's fixed part: the crate's size arithmetic underflows.
+        version(18, &[1, 0]),
+        // A payload that is not one NUL-terminated string: the crate unwraps.
+        version(22, &[0, 0, 0, 0, b'{', b'}']),
+        // A size the crate would try to allocate.
+        version(u32::MAX, &[0, 0, 0, 0]),
+    ];
+    for input in inputs {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let _ = s.write_all(&input);
+        let mut rest = Vec::new();
+        // The relay hangs up; nothing is answered.
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "no reply to a malformed message");
+        assert!(d.alive(), "the daemon survives {input:?}");
+    }
+    let mut drv = Driver::connect(&d.socket);
+    drv.enable();
+    drv.identify_controller();
+    drv.create_io_queues();
+    assert!(drv.run(1, flush()).ok(), "the next client is served");
+}

@@ -273,7 +273,10 @@ fn two_queues_work_independently() {
     // Each queue reads what the other wrote.
     assert_eq!(c.read(1, 0, 4096).2, pattern(4096, 100));
     assert_eq!(c.read(0, 8, 4096).2, pattern(4096, 101));
-    assert!(c.vqs[0].calls > 0 && c.vqs[1].calls > 0);
+    assert!(
+        c.signalled(0) && c.signalled(1),
+        "both queues signal the driver"
+    );
 }
 
 #[test]

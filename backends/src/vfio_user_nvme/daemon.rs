@@ -14,6 +14,7 @@ use vfio_user::Server;
 
 use super::function::{self, NvmeFunction};
 use super::poller::PollTuning;
+use super::relay;
 use crate::engine::{uring, BackendSpec};
 use crate::nvme::ControllerConfig;
 
@@ -61,6 +62,10 @@ pub enum Error {
     Function(#[source] function::Error),
     #[error("cannot accept a connection")]
     Accept(#[source] io::Error),
+    #[error("cannot create the server's private socket")]
+    PrivateSocket(#[source] io::Error),
+    #[error("cannot start the relay thread")]
+    RelayThread(#[source] io::Error),
 }
 
 /// Serves clients until a termination signal (which exits the process with status 0).
@@ -79,9 +84,21 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
         })?;
     let mut function =
         NvmeFunction::new(cfg.controller.clone(), engine, cfg.tuning).map_err(Error::Function)?;
-    spawn_signal_thread(signals, cfg.socket.clone())?;
+    // The crate's server listens on a private socket (its directory is mode 0700); clients
+    // reach it only through the vetting relay on the public one.
+    let inner_dir = tempfile::Builder::new()
+        .prefix("iopath-vfio-user-")
+        .tempdir()
+        .map_err(Error::PrivateSocket)?;
+    let inner_path = inner_dir.path().join("server.sock");
+    let inner = UnixListener::bind(&inner_path).map_err(Error::PrivateSocket)?;
+    spawn_signal_thread(
+        signals,
+        vec![cfg.socket.clone(), inner_dir.path().to_path_buf()],
+    )?;
+    spawn_relay_acceptor(listener, inner_path)?;
     let server = Server::from_owned_fd(
-        OwnedFd::from(listener),
+        OwnedFd::from(inner),
         true,
         function.irqs(),
         function.regions(),
@@ -159,10 +176,10 @@ fn block_termination_signals() -> Result<libc::sigset_t, Error> {
     }
 }
 
-/// Waits for SIGTERM or SIGINT, removes the socket and exits 0. Exiting without unwinding is
-/// fine for the data: every write the guest saw complete is already in the file (or the page
-/// cache), and the kernel tears down the io_uring.
-fn spawn_signal_thread(set: libc::sigset_t, socket: PathBuf) -> Result<(), Error> {
+/// Waits for SIGTERM or SIGINT, removes the socket and the private socket's directory and
+/// exits 0. Exiting without unwinding is fine for the data: every write the guest saw complete
+/// is already in the file (or the page cache), and the kernel tears down the io_uring.
+fn spawn_signal_thread(set: libc::sigset_t, remove: Vec<PathBuf>) -> Result<(), Error> {
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -170,9 +187,43 @@ fn spawn_signal_thread(set: libc::sigset_t, socket: PathBuf) -> Result<(), Error
             // SAFETY: `set` is a valid, initialised sigset_t and `sig` a valid out pointer.
             while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
             info!("signal {sig}: exiting");
-            let _ = std::fs::remove_file(&socket);
+            for path in &remove {
+                let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir_all(path));
+            }
             std::process::exit(0);
         })
         .map(drop)
         .map_err(Error::SignalThread)
+}
+
+/// Accepts clients on the public socket and relays each, vetted, to the crate's server.
+fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf) -> Result<(), Error> {
+    thread::Builder::new()
+        .name("vfio-user-accept".into())
+        .spawn(move || {
+            for client in public.incoming() {
+                let client = match client {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!("accepting a client failed: {e}");
+                        continue;
+                    }
+                };
+                let server = match UnixStream::connect(&inner) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!("cannot reach the server's private socket: {e}");
+                        continue;
+                    }
+                };
+                let spawned = thread::Builder::new()
+                    .name("vfio-user-relay".into())
+                    .spawn(move || relay::relay(client, server));
+                if let Err(e) = spawned {
+                    warn!("cannot start a relay thread: {e}");
+                }
+            }
+        })
+        .map(drop)
+        .map_err(Error::RelayThread)
 }

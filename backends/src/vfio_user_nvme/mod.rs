@@ -18,6 +18,7 @@ mod function;
 mod msix;
 mod poller;
 mod regions;
+pub mod relay;
 
 pub use config_space::{DEVICE_ID, VENDOR_ID};
 pub use daemon::{run, DaemonConfig, Error, ENGINE_DEPTH};

@@ -534,6 +534,26 @@ impl Conn {
         }
     }
 
+    /// Whether queue `q` has signalled its call eventfd, now or within the timeout (the used
+    /// ring may be seen before the signal arrives).
+    pub fn signalled(&mut self, q: usize) -> bool {
+        if self.vqs[q].calls > 0 {
+            return true;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.vqs[q].call.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as i32) } > 0
+            && self.vqs[q].call.read().is_ok()
+        {
+            self.vqs[q].calls += 1;
+        }
+        self.vqs[q].calls > 0
+    }
+
     /// Waits for exactly `n` used entries (panics on timeout).
     pub fn wait_used(&mut self, q: usize, n: usize) -> Vec<Used> {
         let got = self.wait_used_for(q, n, TIMEOUT);
