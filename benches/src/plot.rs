@@ -116,6 +116,15 @@ fn with_suffix(stem: &Path, what: &str, ext: &str) -> PathBuf {
     stem.with_file_name(format!("{name}-{what}.{ext}"))
 }
 
+/// The x-axis label of a depth group: group g is centred on x = g.
+fn depth_label(depths: &[u16], x: f64) -> String {
+    let i = x.round();
+    match depths.get(i as usize) {
+        Some(qd) if (x - i).abs() < 0.01 && i >= 0.0 => format!("qd {qd}"),
+        _ => String::new(),
+    }
+}
+
 /// The distinct values of `key` over the rows, in first-seen order.
 fn distinct<T: PartialEq + Clone>(rows: &[Row], key: impl Fn(&Row) -> T) -> Vec<T> {
     let mut v: Vec<T> = Vec::new();
@@ -159,14 +168,7 @@ fn iops_chart<DB: DrawingBackend>(
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(depths.len())
-            // Group g is centred on x = g.
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                match depths.get(i as usize) {
-                    Some(qd) if (x - i).abs() < 0.01 && i >= 0.0 => format!("qd {qd}"),
-                    _ => String::new(),
-                }
-            })
+            .x_label_formatter(&|x| depth_label(&depths, *x))
             .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
             .draw()
             .map_err(draw_err(file))?;
@@ -218,11 +220,7 @@ fn cdf_chart<DB: DrawingBackend>(
         let curves: Vec<(IoPath, Vec<(f64, f64)>)> = rows
             .iter()
             .filter_map(|r| {
-                let s = r.samples.iter().min_by(|a, b| {
-                    (a.iops() - r.iops)
-                        .abs()
-                        .total_cmp(&(b.iops() - r.iops).abs())
-                })?;
+                let s = r.median_sample()?;
                 Some((r.path, s.cdf.clone()))
             })
             .collect();
@@ -296,11 +294,7 @@ fn cpu_chart<DB: DrawingBackend>(
             .iter()
             .filter(|r| &r.backend == disk)
             .filter_map(|r| {
-                let s = r.samples.iter().min_by(|a, b| {
-                    (a.iops() - r.iops)
-                        .abs()
-                        .total_cmp(&(b.iops() - r.iops).abs())
-                })?;
+                let s = r.median_sample()?;
                 let per_io = |cpu: f64| {
                     if s.ops > 0 {
                         cpu * 1e6 / s.ops as f64
@@ -337,13 +331,7 @@ fn cpu_chart<DB: DrawingBackend>(
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(depths.len())
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                match depths.get(i as usize) {
-                    Some(qd) if (x - i).abs() < 0.01 && i >= 0.0 => format!("qd {qd}"),
-                    _ => String::new(),
-                }
-            })
+            .x_label_formatter(&|x| depth_label(&depths, *x))
             .draw()
             .map_err(draw_err(file))?;
         let width = 0.8 / paths.len().max(1) as f64;

@@ -216,6 +216,15 @@ pub struct Row {
 }
 
 impl Row {
+    /// The run whose IOPS is closest to the median: the one plots show in detail.
+    pub fn median_sample(&self) -> Option<&Sample> {
+        self.samples.iter().min_by(|a, b| {
+            (a.iops() - self.iops)
+                .abs()
+                .total_cmp(&(b.iops() - self.iops).abs())
+        })
+    }
+
     /// Half the min..max range of IOPS as a percentage of the median.
     pub fn spread_percent(&self) -> f64 {
         if self.iops > 0.0 {
