@@ -11,36 +11,10 @@
 # scripts/vfio-unbind.sh.
 set -euo pipefail
 
-# IOPATH_SYSFS points the script at a copy of /sys (for testing it).
-readonly SYSFS=${IOPATH_SYSFS:-/sys}
-readonly SYSFS_PCI=$SYSFS/bus/pci/devices
-readonly SYSFS_GROUPS=$SYSFS/kernel/iommu_groups
 readonly NAME=vfio-bind
-
-die() {
-    echo "$NAME: $*" >&2
-    exit 1
-}
-
-# 03:00.0 -> 0000:03:00.0; anything else must already be a full address.
-normalize() {
-    local bdf=$1
-    if [[ $bdf =~ ^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$ ]]; then
-        bdf=0000:$bdf
-    fi
-    [[ $bdf =~ ^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$ ]] ||
-        die "$1 is not a PCI address (expected 0000:03:00.0)"
-    echo "${bdf,,}"
-}
-
-driver_of() {
-    local link=$SYSFS_PCI/$1/driver
-    if [[ -L $link ]]; then
-        basename "$(readlink -f "$link")"
-    else
-        echo "none"
-    fi
-}
+# shellcheck source=scripts/lib/pci.sh
+source "$(dirname "$0")/lib/pci.sh"
+readonly SYSFS_GROUPS=$SYSFS/kernel/iommu_groups
 
 is_bridge() {
     # Class 0x0604xx: PCI-to-PCI bridge.

@@ -7,34 +7,9 @@
 # device (nvme, for an SSD) binds it. A device no driver claims is left unbound, and said so.
 set -euo pipefail
 
-# IOPATH_SYSFS points the script at a copy of /sys (for testing it).
-readonly SYSFS=${IOPATH_SYSFS:-/sys}
-readonly SYSFS_PCI=$SYSFS/bus/pci/devices
 readonly NAME=vfio-unbind
-
-die() {
-    echo "$NAME: $*" >&2
-    exit 1
-}
-
-normalize() {
-    local bdf=$1
-    if [[ $bdf =~ ^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$ ]]; then
-        bdf=0000:$bdf
-    fi
-    [[ $bdf =~ ^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$ ]] ||
-        die "$1 is not a PCI address (expected 0000:03:00.0)"
-    echo "${bdf,,}"
-}
-
-driver_of() {
-    local link=$SYSFS_PCI/$1/driver
-    if [[ -L $link ]]; then
-        basename "$(readlink -f "$link")"
-    else
-        echo "none"
-    fi
-}
+# shellcheck source=scripts/lib/pci.sh
+source "$(dirname "$0")/lib/pci.sh"
 
 unbind() {
     local bdf=$1
