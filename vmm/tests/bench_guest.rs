@@ -1,20 +1,14 @@
 //! The bench guest under /dev/kvm: greeting, exit microbenchmarks, results through the mailbox.
 
-use std::path::Path;
+mod common;
+
+use common::kvm_or_skip;
 use std::time::Duration;
 
 use iopath_mailbox::{ExitKind, ExitsJob, Job, JobKind};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::guest_image::BENCH_GUEST;
 use vmm::memory::RamConfig;
-
-fn kvm_or_skip() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    eprintln!("skipped: /dev/kvm is absent on this host");
-    false
-}
 
 fn exits_job(touch_mib: u32) -> Job {
     Job {

@@ -1,5 +1,8 @@
 //! iopath-vmm's command line: every failure is one clear line and a non-zero exit.
 
+mod common;
+
+use common::kvm_or_skip;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -25,14 +28,6 @@ fn assert_one_error_line(out: &Output, needle: &str) {
         "expected {needle:?} in {:?}",
         errors[0]
     );
-}
-
-fn kvm_or_skip() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    eprintln!("skipped: /dev/kvm is absent on this host");
-    false
 }
 
 /// A valid static ELF whose only instruction jumps to itself: a guest that never signals done.

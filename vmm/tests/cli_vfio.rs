@@ -1,11 +1,13 @@
 //! iopath-vmm's `--device`: passthrough failures are one clear line; a vfio-user device runs
 //! a block job end to end.
 
+mod common;
 mod vfio_common;
 
 use std::process::{Command, Output};
 
-use vfio_common::{backing_file, kvm_or_skip, serve};
+use common::kvm_or_skip;
+use vfio_common::{backing_file, serve};
 
 fn vmm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_iopath-vmm"))

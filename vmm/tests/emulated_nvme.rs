@@ -1,12 +1,14 @@
 //! The bench guest drives the emulated NVMe controller under /dev/kvm: a verify job writes a
 //! pattern to a file-backed disk and reads it back; the host then checks the file itself.
 
+mod common;
+
 use std::fs::File;
-use std::path::Path;
 use std::time::Duration;
 
 use backends::engine::BackendSpec;
-use iopath_mailbox::{pattern, BlockDevice, BlockJob, Job, JobKind, Status, Workload};
+use common::{block_job, kvm_or_skip};
+use iopath_mailbox::{pattern, BlockDevice, Job, Status, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::disk::{DiskConfig, DiskIface};
 use vmm::guest_image::BENCH_GUEST;
@@ -14,31 +16,6 @@ use vmm::memory::RamConfig;
 
 const DISK_BYTES: u64 = 4 << 20;
 const SEED: u64 = 0x5eed_1234;
-
-fn kvm_or_skip() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    eprintln!("skipped: /dev/kvm is absent on this host");
-    false
-}
-
-fn block_job(workload: Workload, block_size: u32, queue_depth: u32, region_bytes: u64) -> Job {
-    Job {
-        kind: JobKind::Block as u32,
-        seed: SEED,
-        block: BlockJob {
-            device: BlockDevice::Nvme as u32,
-            workload: workload as u32,
-            block_size,
-            queue_depth,
-            ops: 0,
-            duration_ms: 0,
-            region_bytes,
-        },
-        ..Job::default()
-    }
-}
 
 fn run(job: Job, backend: BackendSpec) -> bench_vm::BenchRun {
     bench_vm::run(BenchVmConfig {
@@ -79,7 +56,10 @@ fn verify_through_emulated_nvme_lands_in_the_backing_file() {
     let (path, backend) = file_backend(&dir, 0xee);
     // 16 KiB I/Os (PRP lists) at depth 8 over the first 2 MiB; the rest must stay untouched.
     let region = 2 << 20;
-    let run = run(block_job(Workload::Verify, 16384, 8, region), backend);
+    let run = run(
+        block_job(BlockDevice::Nvme, SEED, Workload::Verify, 16384, 8, region),
+        backend,
+    );
     assert_eq!(
         run.mailbox.status,
         Status::Done as u32,
@@ -118,7 +98,7 @@ fn random_reads_on_a_read_only_disk_complete_and_change_nothing() {
         direct: false,
         read_only: true,
     };
-    let mut job = block_job(Workload::RandRead, 4096, 4, 0);
+    let mut job = block_job(BlockDevice::Nvme, SEED, Workload::RandRead, 4096, 4, 0);
     job.block.ops = 500;
     let run = run(job, backend);
     assert_eq!(run.mailbox.status, Status::Done as u32, "{}", run.console);
@@ -140,7 +120,7 @@ fn writes_to_a_read_only_disk_fail_with_errors_counted() {
         direct: false,
         read_only: true,
     };
-    let mut job = block_job(Workload::RandWrite, 4096, 2, 0);
+    let mut job = block_job(BlockDevice::Nvme, SEED, Workload::RandWrite, 4096, 2, 0);
     job.block.ops = 50;
     let run = run(job, backend);
     assert_eq!(run.mailbox.status, Status::Done as u32, "{}", run.console);
@@ -154,7 +134,7 @@ fn missing_disk_is_reported_by_the_guest() {
     if !kvm_or_skip() {
         return;
     }
-    let mut job = block_job(Workload::Read, 4096, 1, 0);
+    let mut job = block_job(BlockDevice::Nvme, SEED, Workload::Read, 4096, 1, 0);
     job.block.ops = 10;
     let err = bench_vm::run(BenchVmConfig {
         ram: RamConfig {

@@ -4,11 +4,14 @@
 
 mod vfio_common;
 
+mod common;
+
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use iopath_mailbox::{pattern, BlockDevice, BlockJob, Job, JobKind, Status, Workload};
-use vfio_common::{backing_file, kvm_or_skip, serve};
+use common::{block_job, kvm_or_skip};
+use iopath_mailbox::{pattern, BlockDevice, Job, Status, Workload};
+use vfio_common::{backing_file, serve};
 use vmm::bench_vm::{self, BenchRun, BenchVmConfig};
 use vmm::guest_image::BENCH_GUEST;
 use vmm::memory::{GuestRam, RamConfig};
@@ -21,23 +24,6 @@ use vmm_sys_util::eventfd::EventFd;
 
 const DISK_BYTES: u64 = 4 << 20;
 const SEED: u64 = 0x5eed_0f10;
-
-fn block_job(workload: Workload, block_size: u32, queue_depth: u32, region_bytes: u64) -> Job {
-    Job {
-        kind: JobKind::Block as u32,
-        seed: SEED,
-        block: BlockJob {
-            device: BlockDevice::Nvme as u32,
-            workload: workload as u32,
-            block_size,
-            queue_depth,
-            ops: 0,
-            duration_ms: 0,
-            region_bytes,
-        },
-        ..Job::default()
-    }
-}
 
 fn run(job: Job, socket: &std::path::Path) -> BenchRun {
     bench_vm::run(BenchVmConfig {
@@ -68,7 +54,10 @@ fn verify_then_randread_through_vfio_user_nvme() {
 
     // 16 KiB I/Os (PRP lists) at depth 8 over the first 2 MiB; the rest must stay untouched.
     let region = 2 << 20;
-    let verify = run(block_job(Workload::Verify, 16384, 8, region), &socket);
+    let verify = run(
+        block_job(BlockDevice::Nvme, SEED, Workload::Verify, 16384, 8, region),
+        &socket,
+    );
     assert_eq!(
         verify.mailbox.status,
         Status::Done as u32,
@@ -93,7 +82,7 @@ fn verify_then_randread_through_vfio_user_nvme() {
     );
 
     // A second VM on the same server: the first one's teardown released the connection.
-    let mut job = block_job(Workload::RandRead, 4096, 4, 0);
+    let mut job = block_job(BlockDevice::Nvme, SEED, Workload::RandRead, 4096, 4, 0);
     job.block.ops = 2000;
     let rr = run(job, &socket);
     assert_eq!(rr.mailbox.status, Status::Done as u32, "{}", rr.console);

@@ -3,12 +3,15 @@
 //! over a file. A verify job must land its pattern in the file; a random-read job must run
 //! with (almost) no exits to the VMM, since notifies are ioeventfds.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use iopath_mailbox::{pattern, BlockDevice, BlockJob, Job, JobKind, Status, Workload};
+use common::{block_job, kvm_or_skip};
+use iopath_mailbox::{pattern, BlockDevice, Job, Status, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::disk::{DiskConfig, DiskIface};
 use vmm::guest_image::BENCH_GUEST;
@@ -73,8 +76,7 @@ impl Drop for Qsd {
 }
 
 fn prerequisites_or_skip() -> bool {
-    if !Path::new("/dev/kvm").exists() {
-        eprintln!("skipped: /dev/kvm is absent on this host");
+    if !kvm_or_skip() {
         return false;
     }
     if !Path::new(QSD).exists() {
@@ -82,23 +84,6 @@ fn prerequisites_or_skip() -> bool {
         return false;
     }
     true
-}
-
-fn block_job(workload: Workload, block_size: u32, queue_depth: u32, region_bytes: u64) -> Job {
-    Job {
-        kind: JobKind::Block as u32,
-        seed: SEED,
-        block: BlockJob {
-            device: BlockDevice::VirtioBlk as u32,
-            workload: workload as u32,
-            block_size,
-            queue_depth,
-            ops: 0,
-            duration_ms: 0,
-            region_bytes,
-        },
-        ..Job::default()
-    }
 }
 
 /// A 4 MiB image filled with `fill`, exported by a fresh daemon.
@@ -144,7 +129,17 @@ fn verify_through_vhost_user_blk_lands_in_the_backing_file() {
     let (image, qsd) = exported_disk(&dir, 0xee);
     // 16 KiB I/Os at depth 8 over the first 2 MiB; the rest must stay untouched.
     let region = 2 << 20;
-    let run = run(block_job(Workload::Verify, 16384, 8, region), &qsd.socket);
+    let run = run(
+        block_job(
+            BlockDevice::VirtioBlk,
+            SEED,
+            Workload::Verify,
+            16384,
+            8,
+            region,
+        ),
+        &qsd.socket,
+    );
     assert_eq!(run.mailbox.status, Status::Done as u32, "{}", run.console);
     let res = run.mailbox.block;
     assert_eq!(res.errors, 0, "{}", run.console);
@@ -172,7 +167,7 @@ fn random_reads_complete_without_exits_on_the_notify_path() {
     let dir = tempfile::tempdir().unwrap();
     let (_image, qsd) = exported_disk(&dir, 0x5a);
     let ops = 2000;
-    let mut job = block_job(Workload::RandRead, 4096, 4, 0);
+    let mut job = block_job(BlockDevice::VirtioBlk, SEED, Workload::RandRead, 4096, 4, 0);
     job.block.ops = ops;
     let run = run(job, &qsd.socket);
     assert_eq!(run.mailbox.status, Status::Done as u32, "{}", run.console);
@@ -258,7 +253,7 @@ fn a_missing_socket_fails_before_the_guest_starts() {
             hugepages: false,
         },
         image: BENCH_GUEST.to_vec(),
-        job: block_job(Workload::Read, 4096, 1, 0),
+        job: block_job(BlockDevice::VirtioBlk, SEED, Workload::Read, 4096, 1, 0),
         timeout: Duration::from_secs(30),
         console: None,
         disks: vec![format!("socket={}", socket.display()).parse().unwrap()],

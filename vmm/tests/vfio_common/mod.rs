@@ -51,11 +51,3 @@ pub fn backing_file(dir: &Path, len: usize, fill: u8) -> PathBuf {
     std::fs::write(&path, vec![fill; len]).unwrap();
     path
 }
-
-pub fn kvm_or_skip() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    eprintln!("skipped: /dev/kvm is absent on this host");
-    false
-}

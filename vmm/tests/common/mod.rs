@@ -1,0 +1,41 @@
+//! Helpers shared by the VMM's integration tests (each test crate uses some of them).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use iopath_mailbox::{BlockDevice, BlockJob, Job, JobKind, Workload};
+
+/// Whether /dev/kvm is here; says so in one line when it is not.
+pub fn kvm_or_skip() -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    eprintln!("skipped: /dev/kvm is absent on this host");
+    false
+}
+
+/// A block job on `device` with no op or time limit (set `job.block.ops` or `duration_ms`
+/// for workloads other than verify).
+pub fn block_job(
+    device: BlockDevice,
+    seed: u64,
+    workload: Workload,
+    block_size: u32,
+    queue_depth: u32,
+    region_bytes: u64,
+) -> Job {
+    Job {
+        kind: JobKind::Block as u32,
+        seed,
+        block: BlockJob {
+            device: device as u32,
+            workload: workload as u32,
+            block_size,
+            queue_depth,
+            ops: 0,
+            duration_ms: 0,
+            region_bytes,
+        },
+        ..Job::default()
+    }
+}
