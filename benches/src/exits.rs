@@ -87,6 +87,7 @@ pub fn run(opts: &ExitsOptions) -> Result<ExitsReport, Error> {
         console: None,
         disks: Vec::new(),
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .map_err(Error::Run)?;
     let tsc_khz = run.mailbox.job.tsc_khz;

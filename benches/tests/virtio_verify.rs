@@ -79,6 +79,7 @@ fn run(socket: &Path, workload: Workload, ops: u64) -> bench_vm::BenchRun {
             iface: DiskIface::VhostUser,
         }],
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .expect("bench guest run")
 }

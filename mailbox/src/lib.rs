@@ -8,9 +8,10 @@
 
 /// "IOPM" little-endian.
 pub const MAGIC: u32 = 0x4d50_4f49;
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 pub mod histogram;
+pub mod net;
 pub mod offsets;
 pub mod pattern;
 
@@ -73,6 +74,8 @@ pub enum JobKind {
     Exits = 1,
     /// Block I/O through a PCI storage device.
     Block = 2,
+    /// Frames through a PCI network device.
+    Net = 3,
 }
 
 impl JobKind {
@@ -80,6 +83,7 @@ impl JobKind {
         match raw {
             1 => Some(JobKind::Exits),
             2 => Some(JobKind::Block),
+            3 => Some(JobKind::Net),
             _ => None,
         }
     }
@@ -311,6 +315,7 @@ pub struct Job {
     pub seed: u64,
     pub exits: ExitsJob,
     pub block: BlockJob,
+    pub net: net::NetJob,
 }
 
 /// Ticks for one benchmark: `iterations` per repetition; the fastest and the median repetition.
@@ -354,6 +359,7 @@ pub struct Mailbox {
     pub error: u32,
     pub exits: ExitResults,
     pub block: BlockResults,
+    pub net: net::NetResults,
 }
 
 impl Mailbox {
@@ -366,6 +372,7 @@ impl Mailbox {
             error: error::NONE,
             exits: ExitResults::default(),
             block: BlockResults::default(),
+            net: net::NetResults::default(),
         }
     }
 
@@ -407,10 +414,14 @@ const _: () = assert!(
             + 4 * 2
             + core::mem::size_of::<ExitResults>()
             + core::mem::size_of::<BlockResults>()
+            + core::mem::size_of::<net::NetResults>()
 );
 const _: () = assert!(
     core::mem::size_of::<Job>()
-        == 8 * 3 + core::mem::size_of::<ExitsJob>() + core::mem::size_of::<BlockJob>()
+        == 8 * 3
+            + core::mem::size_of::<ExitsJob>()
+            + core::mem::size_of::<BlockJob>()
+            + core::mem::size_of::<net::NetJob>()
 );
 
 #[cfg(test)]
@@ -455,6 +466,7 @@ mod tests {
     fn enums_round_trip_their_raw_values() {
         assert_eq!(JobKind::from_raw(1), Some(JobKind::Exits));
         assert_eq!(JobKind::from_raw(2), Some(JobKind::Block));
+        assert_eq!(JobKind::from_raw(3), Some(JobKind::Net));
         for w in 0..5 {
             assert_eq!(Workload::from_raw(w).map(|w| w as u32), Some(w));
         }

@@ -10,6 +10,7 @@ pub mod disk;
 pub mod guest_image;
 pub mod linux_vm;
 pub mod memory;
+pub mod net;
 pub mod pci;
 pub mod units;
 pub mod vcpu;

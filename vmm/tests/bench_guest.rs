@@ -40,6 +40,7 @@ fn bench_guest_greets_and_measures_every_exit_kind() {
         console: None,
         disks: Vec::new(),
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .expect("bench guest run");
     assert!(
@@ -84,6 +85,7 @@ fn touch_area_larger_than_ram_is_refused_before_boot() {
         console: None,
         disks: Vec::new(),
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .unwrap_err();
     assert!(

@@ -32,6 +32,7 @@ fn run(job: Job, backend: BackendSpec) -> bench_vm::BenchRun {
             iface: DiskIface::Nvme,
         }],
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .expect("bench guest run")
 }
@@ -147,6 +148,7 @@ fn missing_disk_is_reported_by_the_guest() {
         console: None,
         disks: Vec::new(),
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .unwrap_err();
     let chain = vmm::error_chain(&err);

@@ -39,6 +39,7 @@ fn run(job: Job, socket: &std::path::Path) -> BenchRun {
         devices: vec![format!("vfio-user={}", socket.display())
             .parse::<DeviceConfig>()
             .unwrap()],
+        nets: Vec::new(),
     })
     .expect("bench guest run")
 }

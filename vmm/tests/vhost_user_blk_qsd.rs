@@ -110,6 +110,7 @@ fn run(job: Job, socket: &Path) -> bench_vm::BenchRun {
         console: None,
         disks: vec![disk],
         devices: Vec::new(),
+        nets: Vec::new(),
     }) {
         Ok(run) => run,
         Err(e) => panic!(
@@ -258,6 +259,7 @@ fn a_missing_socket_fails_before_the_guest_starts() {
         console: None,
         disks: vec![format!("socket={}", socket.display()).parse().unwrap()],
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .unwrap_err();
     let chain = vmm::error_chain(&err);

@@ -47,6 +47,7 @@ fn run(disk: &Path) {
             iface: DiskIface::Nvme,
         }],
         devices: Vec::new(),
+        nets: Vec::new(),
     })
     .expect("bench guest run");
     assert_eq!(r.mailbox.block.errors, 0);

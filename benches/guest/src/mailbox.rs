@@ -1,6 +1,7 @@
 //! Access to the mailbox page. The VMM reads it while the guest runs, so every access is
 //! volatile.
 
+use iopath_mailbox::net::NetResults;
 use iopath_mailbox::{layout::MAILBOX_GPA, BlockResults, ExitResults, Job, Mailbox, Status};
 
 fn mailbox() -> *mut Mailbox {
@@ -34,4 +35,9 @@ pub fn put_exit_results(results: &ExitResults) {
 pub fn put_block_results(results: &BlockResults) {
     // SAFETY: as in `take_job`.
     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*mailbox()).block), *results) };
+}
+
+pub fn put_net_results(results: &NetResults) {
+    // SAFETY: as in `take_job`.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*mailbox()).net), *results) };
 }

@@ -9,6 +9,7 @@ mod block;
 mod clock;
 mod exits;
 mod mailbox;
+mod net;
 mod nvme;
 mod pci;
 mod pvh;
@@ -39,6 +40,13 @@ pub extern "C" fn _start() -> ! {
         Some(JobKind::Block) => match block::run(&job) {
             Ok(results) => {
                 mailbox::put_block_results(&results);
+                finish(Status::Done, error::NONE)
+            }
+            Err(code) => finish(Status::Failed, code),
+        },
+        Some(JobKind::Net) => match net::run(&job) {
+            Ok(results) => {
+                mailbox::put_net_results(&results);
                 finish(Status::Done, error::NONE)
             }
             Err(code) => finish(Status::Failed, code),

@@ -117,6 +117,7 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
         console: None,
         disks,
         devices,
+        nets: Vec::new(),
     })
     .map_err(Error::Run)?;
     let vmm_cpu = (cpu::process_time() - cpu0).as_secs_f64();

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use iopath_mailbox::net::{NetDevice, NetJob, NetWorkload};
 use iopath_mailbox::{BlockDevice, BlockJob, ExitKind, ExitsJob, Job, JobKind, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::check_host;
 use vmm::disk::{DiskConfig, DiskIface};
 use vmm::linux_vm::{self, LinuxVmConfig};
 use vmm::memory::RamConfig;
+use vmm::net::{NetConfig, NetIface};
 use vmm::units::{parse_duration, parse_size};
 use vmm::vfio::DeviceConfig;
 
@@ -44,7 +46,7 @@ struct Args {
     /// With --kernel: vCPUs, one thread each [default: 1].
     #[arg(long, requires = "kernel")]
     cpus: Option<u8>,
-    /// The job: `exits`, `block` (needs a --disk), or a raw job number.
+    /// The job: `exits`, `block` (needs a --disk), `net` (needs a --net), or a raw job number.
     #[arg(long, default_value = "exits")]
     job: String,
     /// Guest RAM (e.g. 128M, 1G).
@@ -83,6 +85,18 @@ struct Args {
         conflicts_with = "kernel"
     )]
     device: Vec<DeviceConfig>,
+    /// A NIC, after the disks and devices: `tap=NAME[,mac=MAC]` or `reflect[,mac=MAC]` (the
+    /// emulated e1000), or `socket=PATH[,queues=N][,queue_size=N]` (a vhost-user-net backend;
+    /// the guest sees virtio-net). Bench guest only.
+    #[arg(long, conflicts_with = "kernel")]
+    net: Vec<NetConfig>,
+    /// Net job: tx (frames per second) or rr (round trips: latency, and every frame back
+    /// intact).
+    #[arg(long, default_value = "rr", value_parser = parse_net_workload)]
+    net_workload: NetWorkload,
+    /// Net job: bytes per frame without FCS (60 to 1514).
+    #[arg(long, default_value_t = 64)]
+    frame: u32,
     /// Block job: randread, randwrite, read, write, or verify (write a pattern over the region,
     /// read it back and compare).
     #[arg(long, default_value = "randread", value_parser = parse_workload)]
@@ -90,13 +104,14 @@ struct Args {
     /// Block job: bytes per I/O.
     #[arg(long, default_value = "4k", value_parser = parse_size)]
     bs: u64,
-    /// Block job: I/Os in flight.
+    /// Block job: I/Os in flight. Net job: frames in flight (rr) or per notification (tx).
     #[arg(long, default_value_t = 1)]
     qd: u32,
-    /// Block job: stop after this many I/Os (0: no limit).
+    /// Block and net jobs: stop after this many I/Os or frames (0: no limit).
     #[arg(long, default_value_t = 0)]
     ops: u64,
-    /// Block job: stop after this long (0s: no limit); with neither --ops nor --runtime, 1s.
+    /// Block and net jobs: stop after this long (0s: no limit); with neither --ops nor
+    /// --runtime, 1s.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     runtime: std::time::Duration,
     /// Block job: bytes of the disk covered from offset 0 (default: all of it).
@@ -109,7 +124,7 @@ struct Args {
 
 #[derive(Debug, thiserror::Error)]
 enum Error {
-    #[error("unknown job {0:?} (expected `exits`, `block` or a job number)")]
+    #[error("unknown job {0:?} (expected `exits`, `block`, `net` or a job number)")]
     Job(String),
     #[error("--bs {0} does not fit in 32 bits")]
     BlockSize(u64),
@@ -172,6 +187,7 @@ fn run(args: Args) -> Result<(), Error> {
     let kind = match args.job.as_str() {
         "exits" => JobKind::Exits as u32,
         "block" => JobKind::Block as u32,
+        "net" => JobKind::Net as u32,
         n => n.parse::<u32>().map_err(|_| Error::Job(n.to_string()))?,
     };
     let image = match &args.guest {
@@ -179,6 +195,10 @@ fn run(args: Args) -> Result<(), Error> {
         None => vmm::guest_image::BENCH_GUEST.to_vec(),
     };
     let console = console(&args.serial)?;
+    let duration_ms = match (args.ops, args.runtime.as_millis() as u64) {
+        (0, 0) => 1000,
+        (_, ms) => ms,
+    };
     let job = Job {
         kind,
         seed: 1,
@@ -198,11 +218,22 @@ fn run(args: Args) -> Result<(), Error> {
             block_size: u32::try_from(args.bs).map_err(|_| Error::BlockSize(args.bs))?,
             queue_depth: args.qd,
             ops: args.ops,
-            duration_ms: match (args.ops, args.runtime.as_millis() as u64) {
-                (0, 0) => 1000,
-                (_, ms) => ms,
-            },
+            duration_ms,
             region_bytes: args.region,
+        },
+        net: NetJob {
+            // The guest looks for the first NIC's interface.
+            device: match args.net.first().map(|n| n.iface) {
+                Some(NetIface::VhostUser) => NetDevice::VirtioNet,
+                _ => NetDevice::E1000,
+            } as u32,
+            workload: args.net_workload as u32,
+            frame_bytes: args.frame,
+            depth: args.qd,
+            ops: args.ops,
+            duration_ms,
+            dst_mac: 0,
+            timeout_ms: 0,
         },
         ..Job::default()
     };
@@ -217,6 +248,7 @@ fn run(args: Args) -> Result<(), Error> {
         console,
         disks: args.disk,
         devices: args.device,
+        nets: args.net,
     })
     .map_err(Error::Run)?;
     let tsc_khz = run.mailbox.job.tsc_khz.max(1) as f64;
@@ -238,6 +270,28 @@ fn run(args: Args) -> Result<(), Error> {
             "lba_bytes": b.lba_bytes,
             "disk_exits": run.disk_exits,
             "disk_exits_measured": run.disk_exits_measured,
+            "vm_exits": run.exits,
+        });
+        out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;
+    } else if args.results_json && kind == JobKind::Net as u32 {
+        let n = run.mailbox.net;
+        let us = |ticks: u64| ticks as f64 * 1e3 / tsc_khz;
+        let secs = us(n.elapsed_ticks) / 1e6;
+        let doc = serde_json::json!({
+            "tsc_khz": run.mailbox.job.tsc_khz,
+            "workload": args.net_workload.name(),
+            "frame_bytes": args.frame,
+            "sent": n.sent,
+            "received": n.received,
+            "bad": n.bad,
+            "lost": n.lost,
+            "foreign": n.foreign,
+            "tx_full": n.tx_full,
+            "elapsed_s": secs,
+            "pps": if secs > 0.0 { n.sent as f64 / secs } else { 0.0 },
+            "p50_us": n.latency.quantile(0.5).map(us),
+            "p99_us": n.latency.quantile(0.99).map(us),
+            "mac": format!("{:02x?}", iopath_mailbox::net::mac_from_u64(n.mac)),
             "vm_exits": run.exits,
         });
         out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;
@@ -322,6 +376,11 @@ fn parse_workload(s: &str) -> Result<Workload, String> {
     Workload::from_name(s).ok_or_else(|| {
         format!("unknown workload {s:?} (expected randread, randwrite, read, write or verify)")
     })
+}
+
+fn parse_net_workload(s: &str) -> Result<NetWorkload, String> {
+    NetWorkload::from_name(s)
+        .ok_or_else(|| format!("unknown net workload {s:?} (expected tx or rr)"))
 }
 
 /// Prints a line to stdout; a closed pipe is an error, not a panic.
