@@ -681,7 +681,7 @@ mod tests {
     fn a_kick_starts_the_ring_and_wakes_it() {
         let rig = Rig::new(8);
         // SAFETY: plain FFI call; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+        let fd = unsafe { libc::eventfd(0, 0) };
         assert!(fd >= 0);
         // SAFETY: a fresh descriptor nothing else owns.
         let kick = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -691,7 +691,8 @@ mod tests {
         assert_eq!(f.fds.len(), 1);
         assert_eq!(rig.device.started.load(Ordering::SeqCst), 2, "ring 1");
         let mut count = 0u64;
-        // SAFETY: reads 8 bytes into a local from our eventfd.
+        // SAFETY: reads 8 bytes into a local from our eventfd (blocking: the relay kicks after
+        // forwarding).
         let n = unsafe { libc::read(kick.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
         assert_eq!((n, count), (8, 1));
     }
