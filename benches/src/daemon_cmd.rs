@@ -54,6 +54,9 @@ impl DaemonArgs {
             serve: ServeOptions {
                 poll: Duration::from_micros(self.poll_us),
             },
+            max_connections: daemon::DEFAULT_MAX_CONNECTIONS,
+            max_mem_slots: daemon::DEFAULT_MAX_MEM_SLOTS,
+            user: None,
         }
     }
 

@@ -51,11 +51,11 @@ struct Args {
     /// (one VM per daemon is the usual setup: more than one writing the same file corrupts
     /// it unless they coordinate). A frontend beyond the limit is accepted and closed at once,
     /// with a log line, so that it fails (and QEMU's reconnect retries) instead of hanging.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = daemon::DEFAULT_MAX_CONNECTIONS)]
     max_connections: u16,
     /// Guest memory regions one frontend may map (SET_MEM_TABLE, ADD_MEM_REG); also the
     /// GET_MAX_MEM_SLOTS answer (1..=509).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = daemon::DEFAULT_MAX_MEM_SLOTS)]
     max_mem_slots: u32,
     /// When started as root: open the device and bind the socket, then run as this user
     /// (its groups too). The socket is handed to the user, still mode 0600.

@@ -37,6 +37,11 @@ pub const MAX_MEM_SLOTS: u32 = 509;
 const CONNECT_RETRY: Duration = Duration::from_millis(100);
 
 /// Everything the daemon is told on its command line.
+/// Frontends served at once unless told otherwise: one VM per daemon.
+pub const DEFAULT_MAX_CONNECTIONS: u16 = 1;
+/// Memory regions per frontend unless told otherwise.
+pub const DEFAULT_MAX_MEM_SLOTS: u32 = 32;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DaemonConfig {
     pub socket: PathBuf,
