@@ -219,6 +219,9 @@ fn run(args: Args) -> Result<(), Error> {
         devices: args.device,
     })
     .map_err(Error::Run)?;
+    for f in &run.failed_devices {
+        eprintln!("iopath-vmm: device {f}");
+    }
     let tsc_khz = run.mailbox.job.tsc_khz.max(1) as f64;
     if args.results_json && kind == JobKind::Block as u32 {
         let b = run.mailbox.block;
@@ -238,6 +241,7 @@ fn run(args: Args) -> Result<(), Error> {
             "lba_bytes": b.lba_bytes,
             "disk_exits": run.disk_exits,
             "disk_exits_measured": run.disk_exits_measured,
+            "failed_devices": run.failed_devices.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "vm_exits": run.exits,
         });
         out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;
