@@ -1,12 +1,18 @@
 //! The daemon around the function: a private Unix socket, one client at a time (the vfio_user
 //! crate's `Server::run` serves a single connection; after it ends the function is reset and
 //! the next connection is accepted), SIGTERM or SIGINT exits 0.
+//!
+//! [`Limits`] bound what clients can take: connections beyond `max_connections` are closed
+//! at once with a log line (admitted ones beyond the first wait for their turn), and DMA_MAP
+//! beyond `max_dma_regions` windows gets an error reply.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 
 use log::{info, warn};
@@ -21,6 +27,24 @@ use crate::nvme::ControllerConfig;
 /// Requests the engine takes at once: more than any queue pair a guest creates keeps in flight.
 pub const ENGINE_DEPTH: u32 = 256;
 
+/// What clients may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once (at least 1); one is served, the others wait their turn.
+    pub max_connections: usize,
+    /// DMA windows one client may have mapped (at least 1).
+    pub max_dma_regions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1,
+            max_dma_regions: function::DEFAULT_MAX_DMA_REGIONS,
+        }
+    }
+}
+
 /// What to serve, and where.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -28,6 +52,7 @@ pub struct DaemonConfig {
     pub backend: BackendSpec,
     pub controller: ControllerConfig,
     pub tuning: PollTuning,
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +109,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
         })?;
     let mut function =
         NvmeFunction::new(cfg.controller.clone(), engine, cfg.tuning).map_err(Error::Function)?;
+    function.set_max_dma_regions(cfg.limits.max_dma_regions);
     // The crate's server listens on a private socket (its directory is mode 0700); clients
     // reach it only through the vetting relay on the public one.
     let inner_dir = tempfile::Builder::new()
@@ -96,7 +122,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
         signals,
         vec![cfg.socket.clone(), inner_dir.path().to_path_buf()],
     )?;
-    spawn_relay_acceptor(listener, inner_path)?;
+    spawn_relay_acceptor(listener, inner_path, cfg.limits.max_connections.max(1))?;
     let server = Server::from_owned_fd(
         OwnedFd::from(inner),
         true,
@@ -196,8 +222,30 @@ fn spawn_signal_thread(set: libc::sigset_t, remove: Vec<PathBuf>) -> Result<(), 
         .map_err(Error::SignalThread)
 }
 
-/// Accepts clients on the public socket and relays each, vetted, to the crate's server.
-fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf) -> Result<(), Error> {
+/// Counts a connection as open until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A slot if fewer than `max` are taken.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts clients on the public socket and relays each, vetted, to the crate's server; a
+/// client over `max` open connections is closed at once.
+fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf, max: usize) -> Result<(), Error> {
+    let open = Arc::new(AtomicUsize::new(0));
     thread::Builder::new()
         .name("vfio-user-accept".into())
         .spawn(move || {
@@ -209,6 +257,10 @@ fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf) -> Result<(), Erro
                         continue;
                     }
                 };
+                let Some(slot) = Slot::take(&open, max) else {
+                    warn!("refused a client: {max} connection(s) open (--max-connections)");
+                    continue;
+                };
                 let server = match UnixStream::connect(&inner) {
                     Ok(s) => s,
                     Err(e) => {
@@ -216,9 +268,13 @@ fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf) -> Result<(), Erro
                         continue;
                     }
                 };
-                let spawned = thread::Builder::new()
-                    .name("vfio-user-relay".into())
-                    .spawn(move || relay::relay(client, server));
+                let spawned =
+                    thread::Builder::new()
+                        .name("vfio-user-relay".into())
+                        .spawn(move || {
+                            let _slot = slot;
+                            relay::relay(client, server)
+                        });
                 if let Err(e) = spawned {
                     warn!("cannot start a relay thread: {e}");
                 }
