@@ -98,3 +98,62 @@ fn a_killed_server_fails_the_device_and_the_vm_runs_on() {
         Ok(r) => panic!("the job finished without its device: {:?}", r.mailbox.block),
     }
 }
+
+/// The same through `iopath-vmm`: it logs the failure once when it happens, exits on its own
+/// when the guest gives up, and its error names the failed device.
+#[test]
+fn iopath_vmm_reports_the_failed_device_and_exits() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(bin) = bin_or_skip("iopath-vfio-user-nvme") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
+    let socket = dir.path().join("nvme.sock");
+    let server = Daemon::start(&bin, &socket, &["--path", disk.to_str().unwrap()]);
+    let stderr = dir.path().join("vmm.err");
+    let device = format!("vfio-user={}", socket.display());
+    let mut vmm = std::process::Command::new(env!("CARGO_BIN_EXE_iopath-vmm"))
+        .args(["--job", "block", "--workload", "write", "--runtime", "60s"])
+        .args(["--serial", "none", "--timeout", "120s", "--device", &device])
+        .stdout(std::process::Stdio::null())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let file = File::open(&disk).unwrap();
+    assert!(wait_for(Duration::from_secs(60), || {
+        let mut block = [0u8; 4096];
+        file.read_exact_at(&mut block, 0).unwrap();
+        block.iter().any(|&b| b != 0)
+    }));
+    server.kill();
+    let exited = wait_for(Duration::from_secs(300), || {
+        vmm.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = vmm.kill();
+    }
+    let status = vmm.wait().unwrap();
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(exited, "iopath-vmm hung after the server died: {err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    let logged: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("device failed:"))
+        .collect();
+    assert_eq!(logged.len(), 1, "one log line when it happens: {err}");
+    assert!(logged[0].contains(&device), "{}", logged[0]);
+    let error: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("iopath-vmm: error:"))
+        .collect();
+    assert_eq!(error.len(), 1, "{err}");
+    assert!(
+        error[0].contains(&format!("{device} failed: the server hung up")),
+        "{}",
+        error[0]
+    );
+}
