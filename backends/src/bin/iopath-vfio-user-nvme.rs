@@ -42,8 +42,8 @@ struct Args {
     /// Longest sleep between doorbell scans when idle (bounds the first command's latency).
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 1000)]
     poll_max_sleep_us: u64,
-    /// Client connections open at once; one is served, the others wait their turn. Further
-    /// connections are closed at once (and logged).
+    /// Client connections open at once; one is served, the others wait their turn. A further
+    /// connection is closed (and logged) unless a slot frees within a second.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,

@@ -2,18 +2,18 @@
 //! crate's `Server::run` serves a single connection; after it ends the function is reset and
 //! the next connection is accepted), SIGTERM or SIGINT exits 0.
 //!
-//! [`Limits`] bound what clients can take: connections beyond `max_connections` are closed
-//! at once with a log line (admitted ones beyond the first wait for their turn), and DMA_MAP
-//! beyond `max_dma_regions` windows gets an error reply.
+//! [`Limits`] bound what clients can take: a connection beyond `max_connections` is closed
+//! with a log line if no slot frees within a second (admitted ones beyond the first wait for
+//! their turn), and DMA_MAP beyond `max_dma_regions` windows gets an error reply.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 use log::{info, warn};
 use vfio_user::Server;
@@ -145,6 +145,26 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_limited_and_a_freed_one_is_handed_to_a_waiter() {
+        let c = Arc::new(Connections::default());
+        let a = Slot::take(&c, 2, Duration::ZERO).unwrap();
+        let _b = Slot::take(&c, 2, Duration::ZERO).unwrap();
+        assert!(Slot::take(&c, 2, Duration::ZERO).is_none());
+        let waiter = {
+            let c = c.clone();
+            thread::spawn(move || Slot::take(&c, 2, Duration::from_secs(30)).is_some())
+        };
+        drop(a);
+        assert!(waiter.join().unwrap(), "the waiter got the freed slot");
+        assert_eq!(*c.open.lock().unwrap(), 1, "its slot went with its thread");
+    }
+}
+
 /// Removes the socket when the daemon returns with an error.
 struct SocketFile(PathBuf);
 
@@ -222,30 +242,49 @@ fn spawn_signal_thread(set: libc::sigset_t, remove: Vec<PathBuf>) -> Result<(), 
         .map_err(Error::SignalThread)
 }
 
+/// How long a client over the limit waits for a slot before it is refused: a client that
+/// just closed its connection (a VMM restarting, a readiness probe) frees its slot only once
+/// its relay has wound down.
+const ADMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Open connections, and a signal when one closes.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<usize>,
+    closed: Condvar,
+}
+
 /// Counts a connection as open until dropped.
-struct Slot(Arc<AtomicUsize>);
+struct Slot(Arc<Connections>);
 
 impl Slot {
-    /// A slot if fewer than `max` are taken.
-    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Slot(open.clone()))
+    /// A slot, once fewer than `max` are taken; none if that does not happen within `wait`.
+    fn take(c: &Arc<Connections>, max: usize, wait: Duration) -> Option<Slot> {
+        let open = c.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut open, _) = c
+            .closed
+            .wait_timeout_while(open, wait, |n| *n >= max)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(Slot(c.clone()))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut open = self.0.open.lock().unwrap_or_else(PoisonError::into_inner);
+        *open -= 1;
+        self.0.closed.notify_one();
     }
 }
 
 /// Accepts clients on the public socket and relays each, vetted, to the crate's server; a
-/// client over `max` open connections is closed at once.
+/// client over `max` open connections is closed unless a slot frees within [`ADMIT_WAIT`].
 fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf, max: usize) -> Result<(), Error> {
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(Connections::default());
     thread::Builder::new()
         .name("vfio-user-accept".into())
         .spawn(move || {
@@ -257,7 +296,7 @@ fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf, max: usize) -> Res
                         continue;
                     }
                 };
-                let Some(slot) = Slot::take(&open, max) else {
+                let Some(slot) = Slot::take(&open, max, ADMIT_WAIT) else {
                     warn!("refused a client: {max} connection(s) open (--max-connections)");
                     continue;
                 };
