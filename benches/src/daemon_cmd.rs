@@ -99,6 +99,7 @@ impl VfioUserNvmeArgs {
             backend,
             controller: backends::nvme::ControllerConfig::default(),
             tuning: backends::vfio_user_nvme::PollTuning::default(),
+            limits: backends::vfio_user_nvme::Limits::default(),
         })
     }
 }

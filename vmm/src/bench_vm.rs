@@ -59,8 +59,15 @@ pub enum Error {
     VcpuPanic,
     #[error("guest did not signal done within {0:?}")]
     Timeout(Duration, String),
-    #[error("guest failed: {reason}")]
-    GuestFailed { reason: &'static str, log: String },
+    #[error("guest failed: {reason}{}", failed_note(.failed_devices))]
+    GuestFailed {
+        reason: &'static str,
+        /// The guest's error code (`iopath_mailbox::error`).
+        code: u32,
+        log: String,
+        /// Passthrough devices that failed during the run: the likely cause.
+        failed_devices: Vec<vfio::DeviceFailure>,
+    },
     #[error("guest stopped with status {0:#x} but left no valid mailbox")]
     BadMailbox(u32),
     #[error("opening disk {0}")]
@@ -92,6 +99,15 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// ` (DEVICE failed: REASON; ...)`, or nothing.
+fn failed_note(failed: &[vfio::DeviceFailure]) -> String {
+    if failed.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    format!(" ({})", list.join("; "))
 }
 
 /// What to run.
@@ -131,6 +147,8 @@ pub struct BenchRun {
     pub disk_exits: Vec<u64>,
     /// The part of `disk_exits` taken inside the guest's measured loops.
     pub disk_exits_measured: Vec<u64>,
+    /// Passthrough devices that failed during the run (their server died).
+    pub failed_devices: Vec<vfio::DeviceFailure>,
 }
 
 pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
@@ -248,7 +266,9 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
     if Status::from_raw(mailbox.status) != Some(Status::Done) {
         return Err(Error::GuestFailed {
             reason: guest_error::describe(mailbox.error),
+            code: mailbox.error,
             log: log(),
+            failed_devices: passthrough.failures(),
         });
     }
     let done_at = Instant::now();
@@ -261,6 +281,7 @@ pub fn run(cfg: BenchVmConfig) -> Result<BenchRun, Error> {
         rss_beyond_ram_kib,
         console: console.text(),
         disk_exits_measured: marked_exits.get(),
+        failed_devices: passthrough.failures(),
         disk_exits: disk_counters
             .iter()
             .map(|c| c.load(Ordering::Relaxed))

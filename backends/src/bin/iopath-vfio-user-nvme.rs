@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use backends::engine::BackendSpec;
 use backends::nvme::ControllerConfig;
-use backends::vfio_user_nvme::{self, DaemonConfig, PollTuning};
+use backends::vfio_user_nvme::{self, DaemonConfig, Limits, PollTuning};
 use clap::Parser;
 
 /// Serve an NVMe controller over vfio-user. Doorbells are a shared page polled by a dedicated
@@ -42,6 +42,15 @@ struct Args {
     /// Longest sleep between doorbell scans when idle (bounds the first command's latency).
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 1000)]
     poll_max_sleep_us: u64,
+    /// Client connections open at once; one is served, the others wait their turn. A further
+    /// connection is closed (and logged) unless a slot frees within a second.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// DMA windows (DMA_MAP) one client may have mapped; more get an error reply.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_dma_regions as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_dma_regions: u32,
 }
 
 fn parse_null_size(s: &str) -> Result<u64, String> {
@@ -79,6 +88,10 @@ fn main() -> ExitCode {
             spin: Duration::from_micros(args.poll_spin_us),
             max_sleep: Duration::from_micros(args.poll_max_sleep_us),
             ..PollTuning::default()
+        },
+        limits: Limits {
+            max_connections: args.max_connections as usize,
+            max_dma_regions: args.max_dma_regions as usize,
         },
     };
     match vfio_user_nvme::run(&cfg) {

@@ -1,13 +1,19 @@
 //! The daemon around the function: a private Unix socket, one client at a time (the vfio_user
 //! crate's `Server::run` serves a single connection; after it ends the function is reset and
 //! the next connection is accepted), SIGTERM or SIGINT exits 0.
+//!
+//! [`Limits`] bound what clients can take: a connection beyond `max_connections` is closed
+//! with a log line if no slot frees within a second (admitted ones beyond the first wait for
+//! their turn), and DMA_MAP beyond `max_dma_regions` windows gets an error reply.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 use log::{info, warn};
 use vfio_user::Server;
@@ -21,6 +27,24 @@ use crate::nvme::ControllerConfig;
 /// Requests the engine takes at once: more than any queue pair a guest creates keeps in flight.
 pub const ENGINE_DEPTH: u32 = 256;
 
+/// What clients may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once (at least 1); one is served, the others wait their turn.
+    pub max_connections: usize,
+    /// DMA windows one client may have mapped (at least 1).
+    pub max_dma_regions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1,
+            max_dma_regions: function::DEFAULT_MAX_DMA_REGIONS,
+        }
+    }
+}
+
 /// What to serve, and where.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -28,6 +52,7 @@ pub struct DaemonConfig {
     pub backend: BackendSpec,
     pub controller: ControllerConfig,
     pub tuning: PollTuning,
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +109,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
         })?;
     let mut function =
         NvmeFunction::new(cfg.controller.clone(), engine, cfg.tuning).map_err(Error::Function)?;
+    function.set_max_dma_regions(cfg.limits.max_dma_regions);
     // The crate's server listens on a private socket (its directory is mode 0700); clients
     // reach it only through the vetting relay on the public one.
     let inner_dir = tempfile::Builder::new()
@@ -96,7 +122,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
         signals,
         vec![cfg.socket.clone(), inner_dir.path().to_path_buf()],
     )?;
-    spawn_relay_acceptor(listener, inner_path)?;
+    spawn_relay_acceptor(listener, inner_path, cfg.limits.max_connections.max(1))?;
     let server = Server::from_owned_fd(
         OwnedFd::from(inner),
         true,
@@ -116,6 +142,26 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), Error> {
             Err(e) => warn!("connection ended: {e}"),
         }
         function.disconnect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_limited_and_a_freed_one_is_handed_to_a_waiter() {
+        let c = Arc::new(Connections::default());
+        let a = Slot::take(&c, 2, Duration::ZERO).unwrap();
+        let _b = Slot::take(&c, 2, Duration::ZERO).unwrap();
+        assert!(Slot::take(&c, 2, Duration::ZERO).is_none());
+        let waiter = {
+            let c = c.clone();
+            thread::spawn(move || Slot::take(&c, 2, Duration::from_secs(30)).is_some())
+        };
+        drop(a);
+        assert!(waiter.join().unwrap(), "the waiter got the freed slot");
+        assert_eq!(*c.open.lock().unwrap(), 1, "its slot went with its thread");
     }
 }
 
@@ -196,8 +242,49 @@ fn spawn_signal_thread(set: libc::sigset_t, remove: Vec<PathBuf>) -> Result<(), 
         .map_err(Error::SignalThread)
 }
 
-/// Accepts clients on the public socket and relays each, vetted, to the crate's server.
-fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf) -> Result<(), Error> {
+/// How long a client over the limit waits for a slot before it is refused: a client that
+/// just closed its connection (a VMM restarting, a readiness probe) frees its slot only once
+/// its relay has wound down.
+const ADMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Open connections, and a signal when one closes.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<usize>,
+    closed: Condvar,
+}
+
+/// Counts a connection as open until dropped.
+struct Slot(Arc<Connections>);
+
+impl Slot {
+    /// A slot, once fewer than `max` are taken; none if that does not happen within `wait`.
+    fn take(c: &Arc<Connections>, max: usize, wait: Duration) -> Option<Slot> {
+        let open = c.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut open, _) = c
+            .closed
+            .wait_timeout_while(open, wait, |n| *n >= max)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(Slot(c.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(PoisonError::into_inner);
+        *open -= 1;
+        self.0.closed.notify_one();
+    }
+}
+
+/// Accepts clients on the public socket and relays each, vetted, to the crate's server; a
+/// client over `max` open connections is closed unless a slot frees within [`ADMIT_WAIT`].
+fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf, max: usize) -> Result<(), Error> {
+    let open = Arc::new(Connections::default());
     thread::Builder::new()
         .name("vfio-user-accept".into())
         .spawn(move || {
@@ -209,6 +296,10 @@ fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf) -> Result<(), Erro
                         continue;
                     }
                 };
+                let Some(slot) = Slot::take(&open, max, ADMIT_WAIT) else {
+                    warn!("refused a client: {max} connection(s) open (--max-connections)");
+                    continue;
+                };
                 let server = match UnixStream::connect(&inner) {
                     Ok(s) => s,
                     Err(e) => {
@@ -216,9 +307,13 @@ fn spawn_relay_acceptor(public: UnixListener, inner: PathBuf) -> Result<(), Erro
                         continue;
                     }
                 };
-                let spawned = thread::Builder::new()
-                    .name("vfio-user-relay".into())
-                    .spawn(move || relay::relay(client, server));
+                let spawned =
+                    thread::Builder::new()
+                        .name("vfio-user-relay".into())
+                        .spawn(move || {
+                            let _slot = slot;
+                            relay::relay(client, server)
+                        });
                 if let Err(e) = spawned {
                     warn!("cannot start a relay thread: {e}");
                 }

@@ -24,6 +24,10 @@ use super::regions::{self, BAR0, BAR4, CONFIG};
 use crate::engine::BlockEngine;
 use crate::nvme::{Controller, ControllerConfig, CC, DOORBELL_BASE};
 
+/// DMA windows a client may map unless told otherwise: guest RAM is one or two windows (below
+/// and above the 32-bit hole) for our VMM, a few more for others.
+pub const DEFAULT_MAX_DMA_REGIONS: usize = 64;
+
 /// MSI-X vectors whose table entries fit below the PBA.
 const MAX_VECTORS: u16 = (msix::PBA_OFFSET / 16) as u16;
 
@@ -43,6 +47,8 @@ pub enum Error {
     NoFd,
     #[error("DMA_MAP failed")]
     Map(#[source] RemoteDmaError),
+    #[error("DMA_MAP refused: {0} windows are mapped, the limit (--max-dma-regions)")]
+    DmaRegions(usize),
     #[error("DMA_UNMAP failed")]
     Unmap(#[source] RemoteDmaError),
     #[error("DMA_UNMAP flags {0:#x} are not supported (dirty page tracking)")]
@@ -68,6 +74,7 @@ pub struct NvmeFunction {
     vectors: Arc<Vectors>,
     vector_count: u16,
     dma: RemoteDma,
+    max_dma_regions: usize,
 }
 
 impl NvmeFunction {
@@ -105,7 +112,13 @@ impl NvmeFunction {
             vectors,
             vector_count,
             dma: RemoteDma::new(),
+            max_dma_regions: DEFAULT_MAX_DMA_REGIONS,
         })
+    }
+
+    /// DMA windows a client may have mapped at once (at least 1).
+    pub fn set_max_dma_regions(&mut self, max: usize) {
+        self.max_dma_regions = max.max(1);
     }
 
     /// The regions to advertise (the doorbell memfd stays owned by the function).
@@ -234,6 +247,11 @@ impl ServerBackend for NvmeFunction {
         fd: Option<File>,
     ) -> io::Result<()> {
         let fd = fd.ok_or(Error::NoFd)?;
+        let mapped = self.dma.address_space().regions().count();
+        if mapped >= self.max_dma_regions {
+            log::warn!("DMA_MAP {address:#x}+{size:#x} refused: {mapped} windows mapped");
+            return Err(Error::DmaRegions(mapped).into());
+        }
         let perm = Perm {
             read: flags.contains(DmaMapFlags::READ),
             write: flags.contains(DmaMapFlags::WRITE),

@@ -21,6 +21,6 @@ mod regions;
 pub mod relay;
 
 pub use config_space::{DEVICE_ID, VENDOR_ID};
-pub use daemon::{run, DaemonConfig, Error, ENGINE_DEPTH};
-pub use function::{Error as FunctionError, NvmeFunction};
+pub use daemon::{run, DaemonConfig, Error, Limits, ENGINE_DEPTH};
+pub use function::{Error as FunctionError, NvmeFunction, DEFAULT_MAX_DMA_REGIONS};
 pub use poller::PollTuning;

@@ -251,6 +251,9 @@ fn run(args: Args) -> Result<(), Error> {
         nets: args.net,
     })
     .map_err(Error::Run)?;
+    for f in &run.failed_devices {
+        eprintln!("iopath-vmm: device {f}");
+    }
     let tsc_khz = run.mailbox.job.tsc_khz.max(1) as f64;
     if args.results_json && kind == JobKind::Block as u32 {
         let b = run.mailbox.block;
@@ -270,6 +273,7 @@ fn run(args: Args) -> Result<(), Error> {
             "lba_bytes": b.lba_bytes,
             "disk_exits": run.disk_exits,
             "disk_exits_measured": run.disk_exits_measured,
+            "failed_devices": run.failed_devices.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "vm_exits": run.exits,
         });
         out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;

@@ -8,6 +8,9 @@
 //!   which the VMM emulates so the guest never programs the device's vectors.
 //! - DMA: all guest RAM is mapped for the device at creation (IOVA = GPA) and unmapped at
 //!   [`VfioPciDevice::shutdown`].
+//! - Loss: an access that finds the device gone (or [`VfioPciDevice::fail`], from the hangup
+//!   watch) marks it failed ([`super::health`]); from then on it reads as a surprise-removed
+//!   function: all ones, writes dropped, no BAR pages mapped into the guest.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,7 @@ use std::sync::Arc;
 
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use super::health::Health;
 use super::irq::MsixRouting;
 use super::maps::{self, BarMaps};
 use super::plan::{self, Piece};
@@ -72,6 +76,7 @@ pub struct VfioPciDevice {
     ram: Option<GuestMemoryMmap>,
     /// Trapped BAR accesses: each is one exit to the VMM.
     exits: Arc<AtomicU64>,
+    health: Arc<Health>,
 }
 
 impl VfioPciDevice {
@@ -91,6 +96,7 @@ impl VfioPciDevice {
         let plans = plans(transport.as_ref(), &shadow.bars, shadow.msix.as_ref());
         let maps = BarMaps::new(transport.as_ref(), &plans, res.slots).map_err(Error::Maps)?;
         let mut dev = VfioPciDevice {
+            health: Health::new(name.clone()),
             name,
             transport: Some(transport),
             config: shadow.config,
@@ -113,6 +119,32 @@ impl VfioPciDevice {
     /// Exits taken on this device's trapped BAR ranges, readable while the guest runs.
     pub fn exit_counter(&self) -> Arc<AtomicU64> {
         self.exits.clone()
+    }
+
+    /// Whether (and why) the device failed, readable while the guest runs.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// See [`Transport::hangup_fd`] (none once shut down).
+    pub fn hangup_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.transport.as_ref()?.hangup_fd()
+    }
+
+    /// Marks the device failed (logged once) and takes its BAR pages out of the guest, so
+    /// that every access traps and reads as a removed function.
+    pub fn fail(&mut self, reason: &str) {
+        self.health.fail(reason);
+        self.maps = None;
+    }
+
+    /// Fails the device if `e` says it is gone; returns whether it did.
+    fn check_lost(&mut self, e: &transport::Error) -> bool {
+        let lost = e.device_lost();
+        if lost {
+            self.fail(&crate::error_chain(e));
+        }
+        lost
     }
 
     /// BAR pieces mapped into the guest now: (BAR, guest address, length).
@@ -160,10 +192,16 @@ impl VfioPciDevice {
     }
 
     fn forward_command(&mut self) {
+        if self.health.failed() {
+            return;
+        }
         let keep = COMMAND_IO | COMMAND_MEMORY | COMMAND_BUS_MASTER;
         let value = (self.config.command() & keep) | COMMAND_INTX_DISABLE;
-        if let Some(t) = self.transport.as_mut() {
-            if let Err(e) = t.config_write(COMMAND_OFFSET, &value.to_le_bytes()) {
+        let Some(t) = self.transport.as_mut() else {
+            return;
+        };
+        if let Err(e) = t.config_write(COMMAND_OFFSET, &value.to_le_bytes()) {
+            if !self.check_lost(&e) {
                 log::warn!(
                     "{}: command register: {}",
                     self.name,
@@ -174,6 +212,9 @@ impl VfioPciDevice {
     }
 
     fn follow_bars(&mut self) {
+        if self.health.failed() {
+            return;
+        }
         let bases = self.bases();
         if let Some(maps) = self.maps.as_mut() {
             maps.follow(&bases);
@@ -181,6 +222,9 @@ impl VfioPciDevice {
     }
 
     fn msix_control(&mut self) {
+        if self.health.failed() {
+            return;
+        }
         let (Some(m), Some(t)) = (self.msix.as_mut(), self.transport.as_mut()) else {
             return;
         };
@@ -190,12 +234,20 @@ impl VfioPciDevice {
 
     /// Releases everything, in an order that never leaves the device or the guest pointing at
     /// freed memory: guest slots and BAR mmaps, interrupts, a reset (which stops the device's
-    /// DMA), the DMA maps, then the connection or device fd. Idempotent.
+    /// DMA), the DMA maps, then the connection or device fd. A failed device gets no
+    /// messages: its server is gone, and with it its mappings. Idempotent.
     pub fn shutdown(&mut self) {
         self.maps = None;
         let Some(mut t) = self.transport.take() else {
             return;
         };
+        if self.health.failed() {
+            self.msix = None;
+            self.dma.clear();
+            drop(t);
+            self.ram = None;
+            return;
+        }
         if let Some(m) = self.msix.as_mut() {
             m.release(t.as_mut(), &self.name);
         }
@@ -274,6 +326,10 @@ impl PciDevice for VfioPciDevice {
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
         self.exits.fetch_add(1, Ordering::Relaxed);
+        if self.health.failed() {
+            data.fill(0xff);
+            return;
+        }
         if self
             .msix
             .as_ref()
@@ -286,13 +342,18 @@ impl PciDevice for VfioPciDevice {
             None => Err(transport::Error::Other("shut down".into())),
         };
         if let Err(e) = result {
-            log::debug!("{}: BAR {bar} read at {offset:#x}: {e}", self.name);
+            if !self.check_lost(&e) {
+                log::debug!("{}: BAR {bar} read at {offset:#x}: {e}", self.name);
+            }
             data.fill(0xff);
         }
     }
 
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
         self.exits.fetch_add(1, Ordering::Relaxed);
+        if self.health.failed() {
+            return;
+        }
         if self
             .msix
             .as_ref()
@@ -300,8 +361,11 @@ impl PciDevice for VfioPciDevice {
         {
             return;
         }
-        if let Some(t) = self.transport.as_mut() {
-            if let Err(e) = t.region_write(bar as u32, offset, data) {
+        let Some(t) = self.transport.as_mut() else {
+            return;
+        };
+        if let Err(e) = t.region_write(bar as u32, offset, data) {
+            if !self.check_lost(&e) {
                 log::debug!("{}: BAR {bar} write at {offset:#x}: {e}", self.name);
             }
         }
@@ -515,5 +579,58 @@ mod tests {
         let mut d = [0u8; 2];
         s.dev.bar_read(0, 0, &mut d);
         assert_eq!(d, [0xff; 2]);
+    }
+
+    #[test]
+    fn a_lost_connection_fails_the_device_and_it_reads_as_removed() {
+        let mut s = setup();
+        s.dev.config_mut().set_bar_address(0, 0xc000_0000);
+        cfg_write(&mut s.dev, 1, 0x6);
+        assert_eq!(s.slots.mapped().len(), 1);
+        s.fake.lock().unwrap().lost = true;
+        let mut d = [0u8; 4];
+        s.dev.bar_read(0, 0x1c, &mut d);
+        assert_eq!(d, [0xff; 4]);
+        let failure = s.dev.health().failure().cloned().expect("failed");
+        assert_eq!(failure.device, "test");
+        assert!(
+            failure.reason.contains("closed"),
+            "names the cause: {failure}"
+        );
+        assert!(s.slots.mapped().is_empty(), "doorbell page unmapped");
+        // Nothing reaches the device any more, even with the connection back.
+        let mut f = s.fake.lock().unwrap();
+        f.lost = false;
+        f.region_reads.clear();
+        drop(f);
+        s.dev.bar_read(0, 0x1c, &mut d);
+        s.dev.bar_read(4, 0, &mut d);
+        assert_eq!(d, [0xff; 4], "even the emulated MSI-X table");
+        s.dev.bar_write(0, 0x14, &[1, 0, 0, 0]);
+        cfg_write(&mut s.dev, 1, 0x0);
+        cfg_write(&mut s.dev, 1, 0x6);
+        assert!(s.slots.mapped().is_empty(), "not remapped");
+        s.dev.shutdown();
+        let f = s.fake.lock().unwrap();
+        assert!(f.region_reads.is_empty() && f.region_writes.is_empty());
+        assert_eq!(f.config_writes.len(), 2, "only the ones before the loss");
+        assert!(
+            f.dma_unmaps.is_empty(),
+            "no teardown messages to a dead server"
+        );
+        assert_eq!(f.resets, 1);
+    }
+
+    #[test]
+    fn a_refused_access_does_not_fail_the_device() {
+        let mut s = setup();
+        s.fake.lock().unwrap().broken = true;
+        let mut d = [0u8; 4];
+        s.dev.bar_read(0, 0x1c, &mut d);
+        assert_eq!(d, [0xff; 4]);
+        assert!(!s.dev.health().failed());
+        s.fake.lock().unwrap().broken = false;
+        s.dev.bar_read(0, 0x1c, &mut d);
+        assert_eq!(d, [0x1c, 0x1d, 0x1e, 0x1f]);
     }
 }

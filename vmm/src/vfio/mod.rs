@@ -7,10 +7,12 @@
 //! into the guest as KVM memory slots ([`plan`], [`maps`], [`slots`]), so a store to the
 //! vfio-user NVMe server's doorbell page never exits; other BAR bytes are trapped and
 //! forwarded. Guest RAM is mapped for the device's DMA at start (IOVA = GPA) and unmapped at
-//! teardown.
+//! teardown. A device whose server dies is marked failed and reads as removed ([`health`]);
+//! the VM keeps running.
 
 pub mod config;
 pub mod device;
+pub mod health;
 pub mod irq;
 pub mod kernel;
 pub mod maps;
@@ -28,7 +30,9 @@ use std::sync::{Arc, Mutex};
 
 pub use config::DeviceConfig;
 pub use device::VfioPciDevice;
+pub use health::DeviceFailure;
 
+use self::health::HangupWatch;
 use self::transport::Transport;
 use crate::lock;
 use crate::pci::{self, PciRoot};
@@ -44,6 +48,8 @@ pub enum Error {
     Device(String, #[source] device::Error),
     #[error("--device {0}")]
     Pci(String, #[source] pci::root::Error),
+    #[error("--device {0}: watching the connection")]
+    Watch(String, #[source] std::io::Error),
 }
 
 /// Fails early, before a VM is made, for devices this host cannot pass through.
@@ -67,6 +73,8 @@ fn open(cfg: &DeviceConfig, vm: &Vm) -> Result<Box<dyn Transport>, transport::Er
 /// holds them.
 pub struct Passthrough {
     devices: Vec<Arc<Mutex<VfioPciDevice>>>,
+    /// Stopped before the devices are shut down: a watch may be waiting for a device's lock.
+    watches: Vec<HangupWatch>,
 }
 
 impl Passthrough {
@@ -78,6 +86,7 @@ impl Passthrough {
     ) -> Result<Passthrough, Error> {
         let mut attached = Passthrough {
             devices: Vec::new(),
+            watches: Vec::new(),
         };
         for cfg in configs {
             let name = cfg.to_string();
@@ -91,6 +100,9 @@ impl Passthrough {
                 .map_err(|e| Error::Device(name.clone(), e))?;
             let dev = Arc::new(Mutex::new(dev));
             attached.devices.push(dev.clone());
+            if let Some(w) = watch(&dev).map_err(|e| Error::Watch(name.clone(), e))? {
+                attached.watches.push(w);
+            }
             root.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .add_device(dev)
@@ -107,14 +119,42 @@ impl Passthrough {
             .collect()
     }
 
+    /// The devices that failed while the VM ran (their server died), in attach order.
+    pub fn failures(&self) -> Vec<DeviceFailure> {
+        self.devices
+            .iter()
+            .filter_map(|d| lock(d).health().failure().cloned())
+            .collect()
+    }
+
     /// The devices, in attach order.
     pub fn devices(&self) -> &[Arc<Mutex<VfioPciDevice>>] {
         &self.devices
     }
 }
 
+/// Fails `dev` when its transport's connection hangs up, if it has one to watch.
+fn watch(dev: &Arc<Mutex<VfioPciDevice>>) -> std::io::Result<Option<HangupWatch>> {
+    let d = lock(dev);
+    let Some(fd) = d.hangup_fd() else {
+        return Ok(None);
+    };
+    let health = d.health();
+    let weak = Arc::downgrade(dev);
+    let w = HangupWatch::spawn(d.name(), fd, move || {
+        const REASON: &str = "the server hung up";
+        // Recorded first: the vCPU may hold the device's lock for a while.
+        health.fail(REASON);
+        if let Some(dev) = weak.upgrade() {
+            lock(&dev).fail(REASON);
+        }
+    })?;
+    Ok(Some(w))
+}
+
 impl Drop for Passthrough {
     fn drop(&mut self) {
+        self.watches.clear();
         for d in &self.devices {
             lock(d).shutdown();
         }

@@ -26,6 +26,8 @@ pub struct FakeDevice {
     pub vector_fds: Vec<EventFd>,
     /// Fail every region access (a server that went away).
     pub broken: bool,
+    /// Fail every access as a connection that is gone (a vfio-user server that died).
+    pub lost: bool,
 }
 
 fn memfd(len: u64) -> File {
@@ -83,6 +85,7 @@ impl FakeDevice {
             resets: 0,
             vector_fds: Vec::new(),
             broken: false,
+            lost: false,
         }
     }
 
@@ -98,6 +101,11 @@ impl FakeDevice {
     }
 
     fn check(&self, index: u32, offset: u64, len: usize) -> Result<(), Error> {
+        if self.lost {
+            return Err(Error::User(super::user::Error::Call(
+                super::user::client::Error::Closed,
+            )));
+        }
         match self.region(index) {
             Some(r) if r.contains(offset, len) && !self.broken => Ok(()),
             _ => Err(Error::OutOfRange { index, offset, len }),

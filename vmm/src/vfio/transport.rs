@@ -24,6 +24,17 @@ pub enum Error {
     Other(String),
 }
 
+impl Error {
+    /// Whether the device is gone for good (a vfio-user server that hung up or stopped
+    /// answering), as opposed to one refused or out-of-range access.
+    pub fn device_lost(&self) -> bool {
+        match self {
+            Error::User(e) => e.connection_lost(),
+            _ => false,
+        }
+    }
+}
+
 /// One part of a region that may be mmapped (offsets within the region).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Area {
@@ -89,6 +100,11 @@ pub trait Transport: Send {
     /// Where an mmappable region's bytes live: a file and the offset of the region's first
     /// byte in it.
     fn mmap_source(&self, index: u32) -> Option<(BorrowedFd<'_>, u64)>;
+    /// A descriptor that polls as hung up (POLLHUP / POLLRDHUP) when the device goes away
+    /// between accesses: a vfio-user server's socket. None where loss shows only in accesses.
+    fn hangup_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 
     /// Lets the device DMA into `window`.
     ///

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +40,21 @@ pub enum Error {
     Broken,
 }
 
+impl Error {
+    /// Whether the connection is gone (hung up, timed out, out of step): no later request can
+    /// succeed, unlike a refusal.
+    pub fn connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::Send(..)
+                | Error::Receive(..)
+                | Error::Closed
+                | Error::Malformed(..)
+                | Error::Broken
+        )
+    }
+}
+
 /// A reply's payload (after the header) and the file descriptor that came with it, if any.
 pub struct Reply {
     pub payload: Vec<u8>,
@@ -56,17 +71,19 @@ impl Client {
     pub fn connect(path: &Path) -> Result<Client, Error> {
         let connect = |e| Error::Connect(path.display().to_string(), e);
         let stream = UnixStream::connect(path).map_err(connect)?;
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(connect)?;
-        stream
-            .set_write_timeout(Some(REPLY_TIMEOUT))
-            .map_err(connect)?;
-        Ok(Client {
+        let client = Client {
             stream,
             next_id: 0,
             broken: false,
-        })
+        };
+        client.set_reply_timeout(REPLY_TIMEOUT).map_err(connect)?;
+        Ok(client)
+    }
+
+    /// How long a request may wait to be sent and for its reply (not zero).
+    pub fn set_reply_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(timeout))
     }
 
     /// Sends `body` as `command` with `fds` attached and returns the reply.
@@ -78,10 +95,7 @@ impl Client {
         self.next_id = self.next_id.wrapping_add(1);
         let result = self.exchange(command, id, body, fds);
         // Anything but a complete reply leaves the stream mid-message.
-        if matches!(
-            result,
-            Err(Error::Send(..) | Error::Receive(..) | Error::Closed | Error::Malformed(..))
-        ) {
+        if result.as_ref().is_err_and(Error::connection_lost) {
             self.broken = true;
         }
         result
@@ -137,6 +151,11 @@ impl Client {
         // The descriptors went with the first byte; the rest (if the socket took only part)
         // follows as plain data.
         self.stream.write_all(&msg[sent.min(msg.len())..])
+    }
+
+    /// The socket, to watch for the server hanging up between requests.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 
     /// Ends the connection; the server resets the device for its next client.
@@ -217,6 +236,35 @@ mod tests {
             c.call(Command::DeviceReset, &[], &[]),
             Err(Error::Broken)
         ));
+    }
+
+    #[test]
+    fn a_silent_server_times_out_and_breaks_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let server = thread::spawn(move || {
+            // Reads the request, never answers, keeps the socket open until told.
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; HEADER_SIZE];
+            s.read_exact(&mut head).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let mut c = Client::connect(&path).unwrap();
+        c.set_reply_timeout(Duration::from_millis(50)).unwrap();
+        let e = c.call(Command::DeviceReset, &[], &[]).err().unwrap();
+        assert!(
+            matches!(e, Error::Receive(Command::DeviceReset, _)),
+            "{e:?}"
+        );
+        assert!(e.connection_lost());
+        assert!(matches!(
+            c.call(Command::DeviceReset, &[], &[]),
+            Err(Error::Broken)
+        ));
+        stop_tx.send(()).unwrap();
+        server.join().unwrap();
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub enum Error {
     RegionInfoSize(u32, u32),
 }
 
+impl Error {
+    /// Whether the server is gone (see [`client::Error::connection_lost`]).
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            Error::Connect(e) | Error::Call(e) => e.connection_lost(),
+            _ => false,
+        }
+    }
+}
+
 impl From<Error> for transport::Error {
     fn from(e: Error) -> transport::Error {
         transport::Error::User(e)
@@ -236,6 +246,10 @@ impl Transport for VfioUser {
     fn mmap_source(&self, index: u32) -> Option<(BorrowedFd<'_>, u64)> {
         let (file, offset) = self.regions.get(index as usize)?.mmap.as_ref()?;
         Some((file.as_fd(), *offset))
+    }
+
+    fn hangup_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.client.socket())
     }
 
     unsafe fn dma_map(&mut self, w: &DmaWindow<'_>) -> Result<(), transport::Error> {
