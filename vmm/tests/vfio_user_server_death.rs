@@ -50,6 +50,7 @@ fn a_killed_server_fails_the_device_and_the_vm_runs_on() {
         console: None,
         disks: Vec::new(),
         devices: vec![device.parse::<DeviceConfig>().unwrap()],
+        nets: Vec::new(),
     };
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
