@@ -4,4 +4,5 @@ pub mod engine;
 pub mod net;
 pub mod nvme;
 pub mod vfio_user_nvme;
+pub mod vhost_user;
 pub mod vhost_user_blk;
