@@ -269,3 +269,73 @@ fn frames_without_mergeable_buffers_must_fit_one_chain() {
     let log = d.stop();
     assert!(log.contains("rx_oversized: 1"), "{log}");
 }
+
+/// Runs `f` on a thread in a fresh network namespace; processes it spawns are in it too.
+fn in_netns<F: FnOnce() + Send + 'static>(f: F) {
+    std::thread::spawn(move || {
+        // SAFETY: unshare takes no pointers; CLONE_NEWNET moves only this thread.
+        let ret = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(ret, 0, "unshare: {}", std::io::Error::last_os_error());
+        f();
+    })
+    .join()
+    .expect("test thread panicked");
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+#[test]
+fn tap_mode_reaches_the_host_stack_and_back() {
+    if !Path::new("/dev/net/tun").exists() {
+        eprintln!("skipped: /dev/net/tun absent");
+        return;
+    }
+    in_netns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, mut c) = start(dir.path(), &["--tap", "iopvu0"]);
+        let host_mac = [2, 0, 0, 0, 0, 1];
+        ip(&["link", "set", "dev", "iopvu0", "address", "02:00:00:00:00:01"]);
+        ip(&["addr", "add", "10.79.0.1/24", "dev", "iopvu0"]);
+        ip(&["link", "set", "dev", "iopvu0", "up"]);
+        let rx = post_rx(&mut c, 64, 2048);
+        // The guest asks the host for 10.79.0.1: the frame must reach the host stack, and
+        // the reply the host writes to the TAP must come back on RX.
+        let mut arp = packet([0xff; 6], GUEST, 0x0806, 0, 0);
+        arp.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&GUEST);
+        arp.extend_from_slice(&[10, 79, 0, 2]);
+        arp.extend_from_slice(&[0; 6]);
+        arp.extend_from_slice(&[10, 79, 0, 1]);
+        assert_eq!(send(&mut c, &arp), 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = 0;
+        loop {
+            assert!(Instant::now() < deadline, "no ARP reply on RX");
+            let used = c.wait_used_for(RX, 1, Duration::from_millis(100));
+            let mut replied = false;
+            for u in used {
+                let at = rx[seen].1;
+                assert_eq!(u.head, rx[seen].0);
+                seen += 1;
+                let f = c.ram.read(at, u.len as usize);
+                let eth = &f[HDR..];
+                if eth[12..14] == [0x08, 0x06] && eth[20..22] == [0, 2] {
+                    assert_eq!(&eth[0..6], &GUEST);
+                    assert_eq!(&eth[6..12], &host_mac);
+                    assert_eq!(&eth[28..32], &[10, 79, 0, 1]);
+                    replied = true;
+                }
+            }
+            if replied {
+                break;
+            }
+        }
+        drop(c);
+        let log = d.stop();
+        assert!(counter(&log, "tx_frames") >= 1, "{log}");
+        assert!(counter(&log, "rx_frames") >= 1, "{log}");
+    });
+}
