@@ -205,9 +205,31 @@ impl NetBackend {
         self.with_rings(&vrings, |rings| worker.drain(rings));
     }
 
+    /// Runs the worker until it is idle with notifications armed; `true` if there was work.
+    /// Between budgets of a busy guest the locks are let go for the control path.
+    fn run_until_idle<'a>(
+        &self,
+        pair: &'a Pair,
+        mut worker: MutexGuard<'a, Worker>,
+        vrings: &[Vring],
+    ) -> (MutexGuard<'a, Worker>, bool) {
+        let mut worked = false;
+        loop {
+            let (w, idle) = self.with_rings(vrings, |rings| worker.run(rings, RUN_BUDGET));
+            worked |= w;
+            if idle {
+                return (worker, worked);
+            }
+            if pair.waiting.load(Ordering::Relaxed) > 0 {
+                drop(worker);
+                std::thread::yield_now();
+                worker = lock(&pair.worker);
+            }
+        }
+    }
+
     fn process(&self, pair: &Pair, vrings: &[Vring]) {
-        let mut worker = lock(&pair.worker);
-        let worked = self.with_rings(vrings, |rings| worker.run(rings, RUN_BUDGET));
+        let (mut worker, worked) = self.run_until_idle(pair, lock(&pair.worker), vrings);
         if !worked || self.options.poll.is_zero() {
             return;
         }
@@ -228,7 +250,7 @@ impl NetBackend {
                 std::hint::spin_loop();
             }
         }
-        self.with_rings(vrings, |rings| worker.run(rings, RUN_BUDGET));
+        drop(self.run_until_idle(pair, worker, vrings));
     }
 }
 

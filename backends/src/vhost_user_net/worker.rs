@@ -204,9 +204,11 @@ impl Worker {
     }
 
     /// Runs passes until nothing happens, re-arming notifications at the end (and going again
-    /// if chains raced with that); signals the driver.
-    pub fn run<R: Ring>(&mut self, rings: &mut Rings<'_, R>, budget: u32) -> bool {
+    /// if chains raced with that); signals the driver. Returns (worked, idle): not idle means
+    /// the budget ran out with notifications still off, and the caller must come back.
+    pub fn run<R: Ring>(&mut self, rings: &mut Rings<'_, R>, budget: u32) -> (bool, bool) {
         let mut worked = false;
+        let mut idle = false;
         for _ in 0..budget {
             rings.rx.disable_notification();
             rings.tx.disable_notification();
@@ -217,6 +219,7 @@ impl Worker {
                     raced |= ctrl.is_live() && ctrl.enable_notification();
                 }
                 if !raced {
+                    idle = true;
                     break;
                 }
             } else {
@@ -224,7 +227,7 @@ impl Worker {
             }
         }
         self.signal(rings);
-        worked
+        (worked, idle)
     }
 
     pub fn signal<R: Ring>(&mut self, rings: &mut Rings<'_, R>) {
