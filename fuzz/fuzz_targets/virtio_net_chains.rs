@@ -29,7 +29,10 @@ const MEM: usize = 0x10000;
 
 fn check_inside(mem: &GuestMem, slices: &[DmaSlice]) {
     for s in slices {
-        assert!(mem.contains(s.as_ptr(), s.len()), "slice outside guest memory");
+        assert!(
+            mem.contains(s.as_ptr(), s.len()),
+            "slice outside guest memory"
+        );
     }
 }
 
@@ -94,7 +97,12 @@ impl Ring for TestRing<'_> {
     }
 }
 
-fn ring<'a>(c: &mut Cursor<'_>, size: u16, event_idx: bool, mem: &'a GuestMemoryMmap) -> TestRing<'a> {
+fn ring<'a>(
+    c: &mut Cursor<'_>,
+    size: u16,
+    event_idx: bool,
+    mem: &'a GuestMemoryMmap,
+) -> TestRing<'a> {
     let (desc, avail, used) = (c.u16(), c.u16(), c.u16());
     let mut queue = Queue::new(256).unwrap();
     queue.set_size(size);
@@ -135,7 +143,10 @@ fn run_pair(c: &mut Cursor<'_>) {
         config.limits(0),
         config.queue_pairs,
     );
-    worker.set_limits(config.limits(features), backends::net::guest_offloads(features));
+    worker.set_limits(
+        config.limits(features),
+        backends::net::guest_offloads(features),
+    );
     worker.set_space(Arc::new(address_space(Arc::new(mem.clone())).unwrap()));
     let mut rings = Rings {
         rx: &mut rx,
