@@ -3,7 +3,6 @@
 //! thread's epoll set next to the kick.
 
 use std::io;
-use std::ops::Deref;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -12,8 +11,7 @@ use std::time::{Duration, Instant};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringEpollHandler, VringMutex, VringState, VringT};
 use virtio_bindings::virtio_blk::VIRTIO_BLK_F_FLUSH;
-use virtio_queue::QueueT;
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -25,9 +23,10 @@ use super::memory::{address_space, check_files};
 use super::queue::{Ring, Run, Stats, Worker, RUN_BUDGET};
 use super::relay;
 use crate::engine::BlockEngine;
+use crate::vhost_user::ring::VringRing;
 
 /// Guest memory as the vhost-user memory table describes it.
-pub type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+pub use crate::vhost_user::ring::Memory;
 pub type Vring = VringMutex<Memory>;
 
 /// The most queues: vhost-user-backend maps queues to threads with a 64-bit mask.
@@ -61,82 +60,6 @@ pub struct BlkBackend {
     /// eventfd per queue per connection (a daemon serves connection after connection); they
     /// are closed on drop instead.
     exit_fds: Mutex<Vec<RawFd>>,
-}
-
-/// A vring under its lock, as the worker sees it.
-struct VringRing<'a> {
-    state: &'a mut VringState<Memory>,
-    mem: &'a Memory,
-}
-
-impl Ring for VringRing<'_> {
-    fn is_live(&self) -> bool {
-        self.state.get_queue().ready() && self.state.is_enabled()
-    }
-
-    fn desc_table(&self) -> u64 {
-        self.state.get_queue().desc_table()
-    }
-
-    fn avail_ring(&self) -> u64 {
-        self.state.get_queue().avail_ring()
-    }
-
-    fn size(&self) -> u16 {
-        self.state.get_queue().size()
-    }
-
-    fn next_avail(&self) -> u16 {
-        self.state.get_queue().next_avail()
-    }
-
-    fn set_next_avail(&mut self, idx: u16) {
-        self.state.get_queue_mut().set_next_avail(idx);
-    }
-
-    fn next_used(&self) -> u16 {
-        self.state.get_queue().next_used()
-    }
-
-    fn used_idx(&self) -> Option<u16> {
-        self.state
-            .get_queue()
-            .used_idx(
-                self.mem.memory().deref(),
-                std::sync::atomic::Ordering::Acquire,
-            )
-            .ok()
-            .map(|i| i.0)
-    }
-
-    fn pop_head(&mut self) -> Option<u16> {
-        self.state
-            .get_queue_mut()
-            .pop_descriptor_chain(self.mem.memory())
-            .map(|chain| chain.head_index())
-    }
-
-    fn add_used(&mut self, head: u16, len: u32) -> bool {
-        self.state.add_used(head, len).is_ok()
-    }
-
-    fn enable_notification(&mut self) -> bool {
-        self.state.enable_notification().unwrap_or(false)
-    }
-
-    fn disable_notification(&mut self) {
-        let _ = self.state.disable_notification();
-    }
-
-    fn signal(&mut self) {
-        // Without EVENT_IDX virtio-queue always answers yes; on error, signalling spuriously
-        // is harmless and staying silent could hang the driver.
-        if self.state.needs_notification().unwrap_or(true) {
-            if let Err(e) = self.state.signal_used_queue() {
-                log::debug!("cannot signal the driver: {e}");
-            }
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

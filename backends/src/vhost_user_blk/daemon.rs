@@ -4,13 +4,11 @@
 //! Started as root with `--user`, it opens the backing file and binds the socket first, then
 //! runs as that user.
 
-use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -26,6 +24,7 @@ use super::signal::Termination;
 use crate::engine::uring::{self, UringConfig, UringEngine};
 use crate::engine::{BackendSpec, BlockEngine};
 use crate::privileges::{self, User};
+use crate::vhost_user::socket::{self, listen, wait_readable, Socket};
 
 /// Largest split-ring size (virtio 1.x).
 pub const MAX_QUEUE_SIZE: u16 = 32768;
@@ -61,18 +60,6 @@ pub struct DaemonConfig {
     pub user: Option<String>,
 }
 
-/// vhost-user-backend's error type has no `std::error::Error` impl; this lends it one.
-#[derive(Debug)]
-pub struct VhostUserError(pub vhost_user_backend::Error);
-
-impl fmt::Display for VhostUserError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for VhostUserError {}
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("--queues must be in 1..={MAX_QUEUES}, not {0}")]
@@ -89,36 +76,16 @@ pub enum Error {
     Empty,
     #[error("cannot handle SIGTERM")]
     Signals(#[source] io::Error),
-    #[error("{} exists and is not a socket", .0.display())]
-    NotASocket(PathBuf),
-    #[error("cannot remove the stale socket {}", .0.display())]
-    RemoveStale(PathBuf, #[source] io::Error),
-    #[error("cannot listen on {}", .0.display())]
-    Listen(PathBuf, #[source] io::Error),
-    #[error("cannot make {} private to its owner", .0.display())]
-    Chmod(PathBuf, #[source] io::Error),
+    #[error(transparent)]
+    Socket(#[from] socket::Error),
     #[error("cannot hand {} to the user", .0.display())]
     Chown(PathBuf, #[source] io::Error),
     #[error("cannot run as the requested user")]
     User(#[source] privileges::Error),
-    #[error("waiting for a frontend failed")]
-    Wait(#[source] io::Error),
     #[error("cannot serve the connection")]
     Session(#[source] session::Error),
     #[error("cannot start a connection thread")]
     Thread(#[source] io::Error),
-}
-
-/// Removes the socket when the daemon stops listening.
-struct Socket {
-    listener: UnixListener,
-    path: PathBuf,
-}
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }
 
 /// What the engines of every connection are made from: the backing file is opened once, so a
@@ -218,8 +185,8 @@ pub fn run(config: &DaemonConfig) -> Result<(), Error> {
         if let Some(socket) = &socket {
             // The frontend runs as the user too, or as root; and the daemon must be able to
             // remove its socket on the way out.
-            std::os::unix::fs::chown(&socket.path, Some(user.uid), Some(user.gid))
-                .map_err(|e| Error::Chown(socket.path.clone(), e))?;
+            std::os::unix::fs::chown(socket.path(), Some(user.uid), Some(user.gid))
+                .map_err(|e| Error::Chown(socket.path().to_path_buf(), e))?;
         }
         user.become_user().map_err(Error::User)?;
         log::info!(
@@ -265,69 +232,6 @@ fn serial(spec: &BackendSpec) -> String {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "iopath-file".into()),
         BackendSpec::Null { .. } => "iopath-null".into(),
-    }
-}
-
-/// Binds `path` so that only its owner can connect: the frontend gets full access to the
-/// backing file through it.
-fn listen(path: &Path) -> Result<Socket, Error> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            fs::remove_file(path).map_err(|e| Error::RemoveStale(path.into(), e))?;
-        }
-        Ok(_) => return Err(Error::NotASocket(path.into())),
-        Err(_) => {}
-    }
-    // The umask closes the window between bind and chmod; nothing else runs yet that could
-    // create files meanwhile (only the signal watcher, which creates none).
-    // SAFETY: umask only swaps the process file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(|e| Error::Listen(path.into(), e))?;
-    let socket = Socket {
-        listener,
-        path: path.into(),
-    };
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::Chmod(path.into(), e))?;
-    Ok(socket)
-}
-
-/// Waits until `fd` is readable (`true`) or termination is requested (`false`).
-fn wait_readable(fd: RawFd, term: &Termination) -> Result<bool, Error> {
-    let mut fds = [
-        libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: term.wake_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    loop {
-        if term.requested() {
-            return Ok(false);
-        }
-        // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::Wait(e));
-        }
-        if fds[1].revents != 0 {
-            return Ok(false);
-        }
-        if fds[0].revents != 0 {
-            return Ok(true);
-        }
     }
 }
 
@@ -416,10 +320,11 @@ fn serve_listening(shared: &Arc<Shared>, socket: &Socket, term: &Termination) ->
         match wait_readable(socket.listener.as_raw_fd(), term) {
             Ok(true) => {}
             Ok(false) => break Ok(()),
-            Err(e) => break Err(e),
+            Err(e) => break Err(e.into()),
         }
         let stream = match socket.listener.accept() {
-            Ok((s, _)) => s,
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
             Err(e) => {
                 log::warn!("accepting a frontend failed: {e}");
                 continue;
@@ -546,25 +451,6 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listen_makes_a_private_socket_and_replaces_only_stale_sockets() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("blk.sock");
-        let s = listen(&path).unwrap();
-        let mode = fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        // A second daemon replaces a socket left behind.
-        std::mem::forget(s);
-        let s = listen(&path).unwrap();
-        drop(s);
-        assert!(!path.exists(), "the socket goes with the daemon");
-
-        let file = dir.path().join("not-a-socket");
-        fs::write(&file, b"keep me").unwrap();
-        assert!(matches!(listen(&file), Err(Error::NotASocket(_))));
-        assert_eq!(fs::read(&file).unwrap(), b"keep me");
-    }
 
     #[test]
     fn serial_names_the_backing_file() {

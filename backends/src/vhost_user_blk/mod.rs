@@ -11,17 +11,16 @@
 //! - [`daemon`]: socket, connections, SIGTERM, `--user`
 
 pub mod backend;
-pub mod chain;
+pub use crate::vhost_user::{chain, memory};
 pub mod config;
 pub mod daemon;
 mod inflight;
 pub mod inflight_region;
-pub mod memory;
 pub mod queue;
 pub mod relay;
 pub mod request;
 pub mod session;
-mod signal;
+use crate::vhost_user::signal;
 #[cfg(test)]
 mod testing;
 

@@ -17,30 +17,7 @@ use crate::engine::{
     BlockEngine, BlockOp, BlockRequest, Completion, CompletionError, SubmitErrorKind,
 };
 
-/// The split ring as a worker sees it: `VringState` in the daemon, a bare `Queue` in tests.
-pub trait Ring {
-    /// Started (ready) and enabled: chains may be popped.
-    fn is_live(&self) -> bool;
-    fn desc_table(&self) -> u64;
-    fn avail_ring(&self) -> u64;
-    fn size(&self) -> u16;
-    fn next_avail(&self) -> u16;
-    /// Where the next chain is taken from (a restarted ring skips what it redoes).
-    fn set_next_avail(&mut self, idx: u16);
-    /// The used index this side has published.
-    fn next_used(&self) -> u16;
-    /// The used index as the guest sees it in the ring; `None` if unreadable.
-    fn used_idx(&self) -> Option<u16>;
-    /// The head of the next chain the driver made available.
-    fn pop_head(&mut self) -> Option<u16>;
-    /// `false` if the entry could not be written (bad index or ring address).
-    fn add_used(&mut self, head: u16, len: u32) -> bool;
-    /// Re-arms driver notifications; `true` if chains arrived in the meantime.
-    fn enable_notification(&mut self) -> bool;
-    fn disable_notification(&mut self);
-    /// Signals the driver if it wants to hear about the entries added since the last call.
-    fn signal(&mut self);
-}
+pub use crate::vhost_user::ring::Ring;
 
 /// Passes one [`Worker::run`] makes before giving the locks back.
 pub const RUN_BUDGET: u32 = 64;

@@ -10,9 +10,9 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 
 use super::backend::{BlkBackend, Memory};
-use super::daemon::VhostUserError;
 use super::queue::Stats;
 use super::relay::{self, Limits};
+use crate::vhost_user::socket::VhostUserError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,0 +1,112 @@
+//! The split ring as a daemon's worker sees it, and its implementation over the
+//! vhost-user-backend crate's vring state.
+
+use std::ops::Deref;
+
+use vhost_user_backend::VringState;
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+
+/// Guest memory as the vhost-user memory table describes it.
+pub type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// The split ring as a worker sees it: `VringState` in the daemon, a bare `Queue` in tests.
+pub trait Ring {
+    /// Started (ready) and enabled: chains may be popped.
+    fn is_live(&self) -> bool;
+    fn desc_table(&self) -> u64;
+    fn avail_ring(&self) -> u64;
+    fn size(&self) -> u16;
+    fn next_avail(&self) -> u16;
+    /// Where the next chain is taken from (a restarted ring skips what it redoes).
+    fn set_next_avail(&mut self, idx: u16);
+    /// The used index this side has published.
+    fn next_used(&self) -> u16;
+    /// The used index as the guest sees it in the ring; `None` if unreadable.
+    fn used_idx(&self) -> Option<u16>;
+    /// The head of the next chain the driver made available.
+    fn pop_head(&mut self) -> Option<u16>;
+    /// `false` if the entry could not be written (bad index or ring address).
+    fn add_used(&mut self, head: u16, len: u32) -> bool;
+    /// Re-arms driver notifications; `true` if chains arrived in the meantime.
+    fn enable_notification(&mut self) -> bool;
+    fn disable_notification(&mut self);
+    /// Signals the driver if it wants to hear about the entries added since the last call.
+    fn signal(&mut self);
+}
+
+/// A vring under its lock, as the worker sees it.
+pub struct VringRing<'a> {
+    pub state: &'a mut VringState<Memory>,
+    pub mem: &'a Memory,
+}
+
+impl Ring for VringRing<'_> {
+    fn is_live(&self) -> bool {
+        self.state.get_queue().ready() && self.state.is_enabled()
+    }
+
+    fn desc_table(&self) -> u64 {
+        self.state.get_queue().desc_table()
+    }
+
+    fn avail_ring(&self) -> u64 {
+        self.state.get_queue().avail_ring()
+    }
+
+    fn size(&self) -> u16 {
+        self.state.get_queue().size()
+    }
+
+    fn next_avail(&self) -> u16 {
+        self.state.get_queue().next_avail()
+    }
+
+    fn set_next_avail(&mut self, idx: u16) {
+        self.state.get_queue_mut().set_next_avail(idx);
+    }
+
+    fn next_used(&self) -> u16 {
+        self.state.get_queue().next_used()
+    }
+
+    fn used_idx(&self) -> Option<u16> {
+        self.state
+            .get_queue()
+            .used_idx(
+                self.mem.memory().deref(),
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .ok()
+            .map(|i| i.0)
+    }
+
+    fn pop_head(&mut self) -> Option<u16> {
+        self.state
+            .get_queue_mut()
+            .pop_descriptor_chain(self.mem.memory())
+            .map(|chain| chain.head_index())
+    }
+
+    fn add_used(&mut self, head: u16, len: u32) -> bool {
+        self.state.add_used(head, len).is_ok()
+    }
+
+    fn enable_notification(&mut self) -> bool {
+        self.state.enable_notification().unwrap_or(false)
+    }
+
+    fn disable_notification(&mut self) {
+        let _ = self.state.disable_notification();
+    }
+
+    fn signal(&mut self) {
+        // Without EVENT_IDX virtio-queue always answers yes; on error, signalling spuriously
+        // is harmless and staying silent could hang the driver.
+        if self.state.needs_notification().unwrap_or(true) {
+            if let Err(e) = self.state.signal_used_queue() {
+                log::debug!("cannot signal the driver: {e}");
+            }
+        }
+    }
+}
