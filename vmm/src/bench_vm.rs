@@ -130,7 +130,7 @@ pub struct BenchRun {
     pub rss_beyond_ram_kib: Option<u64>,
     pub console: String,
     /// Exits taken on each disk's registers, in `disks` order, then on each passthrough
-    /// device's trapped BAR ranges, in `devices` order.
+    /// device's trapped BAR ranges, in `devices` order, then on each NIC's, in `nets` order.
     pub disk_exits: Vec<u64>,
     /// The part of `disk_exits` taken inside the guest's measured loops.
     pub disk_exits_measured: Vec<u64>,
