@@ -11,6 +11,7 @@ pub mod common_cfg;
 pub mod device;
 pub mod notify;
 pub mod transport;
+pub mod vhost_user;
 pub mod vhost_user_blk;
 pub mod vhost_user_mem;
 
