@@ -26,11 +26,12 @@ use crate::devices::probe::ExitProbe;
 use crate::devices::serial::{ConsoleSink, IrqTrigger, Serial};
 use crate::disk::{DiskBackend, DiskConfig, DiskIface};
 use crate::memory::RamConfig;
-use crate::net::{NetConfig, NetIface};
+use crate::net::{NetBackend, NetConfig, NetIface};
 use crate::pci::{self, PciConfigIo, PciConfigMmio, PciDevice, PciRoot};
 use crate::vcpu::{self, ExitCounters, ExitCounts, Vcpu, VcpuShared};
 use crate::vfio::{self, DeviceConfig, Passthrough};
 use crate::virtio::vhost_user_blk::VhostUserBlk;
+use crate::virtio::vhost_user_net::{VhostUserNet, VhostUserNetConfig};
 use crate::virtio::VirtioPciDevice;
 use crate::vm::{self, Vm};
 
@@ -73,6 +74,8 @@ pub enum Error {
     Pci(#[source] pci::root::Error),
     #[error("vhost-user disk")]
     VhostUser(#[source] crate::virtio::vhost_user_blk::Error),
+    #[error("vhost-user NIC")]
+    VhostUserNet(#[source] crate::virtio::vhost_user_net::Error),
     #[error("virtio-pci device")]
     Virtio(#[source] crate::virtio::transport::Error),
     #[error("disk {backend} cannot be reached through iface={iface}")]
@@ -351,17 +354,46 @@ fn add_disks(
 
 /// A device per NIC behind `root`; returns each NIC's exit counter.
 fn add_nets(
-    _vm: &Vm,
-    _root: &Mutex<PciRoot>,
+    vm: &Vm,
+    root: &Mutex<PciRoot>,
     nets: &[NetConfig],
 ) -> Result<Vec<Arc<std::sync::atomic::AtomicU64>>, Error> {
-    let counters = Vec::new();
-    // The NIC models land next: each iface gets its arm here.
-    if let Some(net) = nets.first() {
-        return Err(Error::NetIface {
-            backend: net.backend.to_string(),
-            iface: net.iface,
-        });
+    let mut counters = Vec::new();
+    for net in nets {
+        let dev: Arc<Mutex<dyn PciDevice>> = match (&net.backend, net.iface) {
+            (
+                NetBackend::VhostUser {
+                    socket,
+                    queue_pairs,
+                    queue_size,
+                },
+                NetIface::VhostUser,
+            ) => {
+                let cfg = VhostUserNetConfig {
+                    socket: socket.clone(),
+                    queue_pairs: *queue_pairs,
+                    queue_size: *queue_size,
+                    mac: net.mac,
+                };
+                let nic = VhostUserNet::connect(&cfg, vm.ram().memory().clone())
+                    .map_err(Error::VhostUserNet)?;
+                let dev =
+                    VirtioPciDevice::new(Box::new(nic), vm.ioevent_registrar(), vm.msi_sink())
+                        .map_err(Error::Virtio)?;
+                counters.push(dev.exit_counter());
+                Arc::new(Mutex::new(dev))
+            }
+            (backend, iface) => {
+                return Err(Error::NetIface {
+                    backend: backend.to_string(),
+                    iface,
+                })
+            }
+        };
+        root.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(dev)
+            .map_err(Error::Pci)?;
     }
     Ok(counters)
 }

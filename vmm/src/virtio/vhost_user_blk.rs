@@ -82,6 +82,7 @@ impl VhostUserBlk {
                 queues: cfg.queues,
                 queue_size: cfg.queue_size,
                 device_protocol: BLK_PROTOCOL,
+                default_queues: 1,
                 backoff: Default::default(),
             },
             mem,

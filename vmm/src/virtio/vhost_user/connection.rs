@@ -66,11 +66,13 @@ fn req<T>(socket: &Path, what: &'static str, r: vhost::Result<T>) -> Result<T, E
 impl Connection {
     /// Takes ownership of the backend and negotiates: VERSION_1 is required, protocol
     /// features are acked from `wanted` as far as the backend offers them, and the backend
-    /// must have `queues` queues.
+    /// must have `queues` queues (without VHOST_USER_PROTOCOL_F_MQ it has the device's
+    /// `default_queues`).
     pub fn negotiate(
         mut channel: Box<dyn Channel>,
         socket: &Path,
         queues: u16,
+        default_queues: u16,
         wanted: VhostUserProtocolFeatures,
     ) -> Result<Connection, Error> {
         req(socket, "SET_OWNER", channel.set_owner())?;
@@ -105,10 +107,10 @@ impl Connection {
             if have < u64::from(queues) {
                 return Err(Error::TooManyQueues { want: queues, have });
             }
-        } else if queues > 1 {
+        } else if queues > default_queues {
             return Err(Error::TooManyQueues {
                 want: queues,
-                have: 1,
+                have: u64::from(default_queues),
             });
         }
         log::debug!(

@@ -17,6 +17,7 @@ use vhost::vhost_user::{Frontend, VhostUserProtocolFeatures};
 use vm_memory::GuestMemoryMmap;
 
 use super::backoff::Backoff;
+use super::channel::Channel;
 use super::connection::{self, Connection, GENERIC_PROTOCOL};
 use super::inflight::Inflight;
 use crate::virtio::device::{Activation, QueueActivation};
@@ -50,6 +51,9 @@ pub struct FrontendConfig {
     /// Protocol features the device uses on top of MQ, REPLY_ACK and CONFIGURE_MEM_SLOTS
     /// (which every device gets when offered): CONFIG, INFLIGHT_SHMFD, ...
     pub device_protocol: VhostUserProtocolFeatures,
+    /// Queues the device has when the backend lacks VHOST_USER_PROTOCOL_F_MQ (1 for blk, one
+    /// receive/transmit pair for net).
+    pub default_queues: u16,
     /// Waits between reconnection attempts after the backend hangs up.
     pub backoff: Backoff,
 }
@@ -88,6 +92,17 @@ pub struct VhostUserFrontend {
     shared: Arc<Shared>,
 }
 
+/// Refuses a configuration no backend could serve, before connecting.
+fn check(cfg: &FrontendConfig) -> Result<(), Error> {
+    if cfg.queues == 0 {
+        return Err(Error::NoQueues);
+    }
+    if !cfg.queue_size.is_power_of_two() || cfg.queue_size < 2 || cfg.queue_size > 32768 {
+        return Err(Error::BadQueueSize(cfg.queue_size));
+    }
+    Ok(())
+}
+
 /// Connects to `socket` and wraps the stream in the vhost crate's frontend.
 fn open(cfg: &FrontendConfig) -> Result<Connection, Error> {
     let stream =
@@ -98,6 +113,7 @@ fn open(cfg: &FrontendConfig) -> Result<Connection, Error> {
         channel,
         &cfg.socket,
         cfg.queues,
+        cfg.default_queues,
         wanted,
     )?)
 }
@@ -106,13 +122,30 @@ impl VhostUserFrontend {
     /// Connects and negotiates. The device reads [`VhostUserFrontend::backend_features`],
     /// decides what to offer the driver and says so with [`VhostUserFrontend::offer`].
     pub fn connect(cfg: FrontendConfig, mem: GuestMemoryMmap) -> Result<VhostUserFrontend, Error> {
-        if cfg.queues == 0 {
-            return Err(Error::NoQueues);
-        }
-        if !cfg.queue_size.is_power_of_two() || cfg.queue_size < 2 || cfg.queue_size > 32768 {
-            return Err(Error::BadQueueSize(cfg.queue_size));
-        }
+        check(&cfg)?;
         let conn = open(&cfg)?;
+        Ok(VhostUserFrontend::with_connection(cfg, mem, conn))
+    }
+
+    /// As [`VhostUserFrontend::connect`], over `channel` instead of the socket: for test
+    /// doubles of the backend.
+    pub fn with_channel(
+        cfg: FrontendConfig,
+        mem: GuestMemoryMmap,
+        channel: Box<dyn Channel>,
+    ) -> Result<VhostUserFrontend, Error> {
+        check(&cfg)?;
+        let wanted = GENERIC_PROTOCOL | cfg.device_protocol;
+        let conn =
+            Connection::negotiate(channel, &cfg.socket, cfg.queues, cfg.default_queues, wanted)?;
+        Ok(VhostUserFrontend::with_connection(cfg, mem, conn))
+    }
+
+    fn with_connection(
+        cfg: FrontendConfig,
+        mem: GuestMemoryMmap,
+        conn: Connection,
+    ) -> VhostUserFrontend {
         let shared = Arc::new(Shared {
             backend_features: conn.backend_features,
             protocol: conn.protocol,
@@ -125,7 +158,7 @@ impl VhostUserFrontend {
             cfg,
             mem,
         });
-        Ok(VhostUserFrontend { shared })
+        VhostUserFrontend { shared }
     }
 
     pub fn socket(&self) -> &Path {
