@@ -10,7 +10,9 @@ use iopath_mailbox::net::{self, NetDevice, NetJob, NetResults, NetWorkload};
 use iopath_mailbox::{error, Job};
 
 use self::device::{NetConfig, NetQueue};
+use crate::pci::{self, Match};
 use crate::scratch::Scratch;
+use crate::virtio::VirtioNet;
 use crate::{clock, log};
 
 /// Frames in flight (round trip) or per notification (tx): bounds the guest's bookkeeping.
@@ -39,10 +41,14 @@ pub fn run(job: &Job) -> Result<NetResults, u32> {
         max_frame: p.frame_bytes,
         tsc_khz: p.tsc_khz,
     };
-    let scratch = Scratch::all();
-    let _ = (&cfg, scratch);
+    let mut scratch = Scratch::all();
     match p.device {
-        NetDevice::E1000 | NetDevice::VirtioNet => {
+        NetDevice::VirtioNet => {
+            let dev = pci::find(Match::VIRTIO_NET).ok_or(error::NO_DEVICE)?;
+            let mut nic = VirtioNet::open(&dev, &mut scratch, &cfg)?;
+            run_on(&mut nic, &p, "virtio-net")
+        }
+        NetDevice::E1000 => {
             log!("net: no driver for {:?} in this guest yet", p.device);
             Err(error::NO_DEVICE)
         }
