@@ -1,6 +1,9 @@
 //! Device-side code shared by the VMM and the daemons.
 
 pub mod engine;
+pub mod net;
 pub mod nvme;
 pub mod vfio_user_nvme;
+pub mod vhost_user;
 pub mod vhost_user_blk;
+pub mod vhost_user_net;
