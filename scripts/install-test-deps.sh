@@ -10,7 +10,7 @@ fi
 # Debian packages the tests use as peers and clients (extra ones may be passed as arguments):
 # qemu-storage-daemon (a vhost-user-blk backend nobody here wrote), QEMU itself (the
 # `--peer qemu` VMM, which boots the bench guest through its PVH entry with SeaBIOS) and a font
-# for the plots, and dpdk-dev (dpdk-testpmd, a vhost-user-net frontend nobody here wrote). Each is
+# for the plots, and dpdk-dev (dpdk-testpmd, a vhost-user-net frontend and backend nobody here wrote). Each is
 # checked first so a machine that has them does not touch apt at all.
 wanted=(qemu-utils qemu-system-x86 fonts-dejavu-core dpdk-dev "$@")
 packages=()

@@ -21,7 +21,7 @@ use vmm::net::{NetConfig, NetIface};
 
 const DAEMON: &str = "iopath-vhost-user-net";
 const TESTPMD: &str = "/usr/bin/dpdk-testpmd";
-const SEED: u64 = 0x5eed_0e7;
+const SEED: u64 = 0x5eed_0e70;
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x0e, 0x70, 0x01];
 
 /// A backend process, killed when dropped.
@@ -48,7 +48,10 @@ impl Backend {
             if let Ok(Some(status)) = b.child.try_wait() {
                 panic!("{name} exited early: {status}: {}", b.stderr());
             }
-            assert!(Instant::now() < deadline, "{name} did not create {socket:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not create {socket:?}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         b
@@ -109,18 +112,25 @@ fn testpmd(dir: &Path) -> Backend {
     let socket = dir.join("testpmd.sock");
     let prefix = format!("iopath-vmm-test-{}", std::process::id());
     let mut cmd = Command::new(TESTPMD);
-    cmd.args(["--no-huge", "-m", "512", "--no-pci", "--file-prefix", &prefix])
-        .arg("--vdev")
-        .arg(format!("net_vhost0,iface={},queues=1", socket.display()))
-        .args([
-            "--",
-            "--forward-mode=macswap",
-            "--auto-start",
-            "--nb-cores=1",
-            "--total-num-mbufs=8192",
-            // Without a period testpmd waits for a key press on stdin, which is closed.
-            "--stats-period=60",
-        ]);
+    cmd.args([
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--file-prefix",
+        &prefix,
+    ])
+    .arg("--vdev")
+    .arg(format!("net_vhost0,iface={},queues=1", socket.display()))
+    .args([
+        "--",
+        "--forward-mode=macswap",
+        "--auto-start",
+        "--nb-cores=1",
+        "--total-num-mbufs=8192",
+        // Without a period testpmd waits for a key press on stdin, which is closed.
+        "--stats-period=60",
+    ]);
     Backend::start(cmd, &socket, "dpdk-testpmd")
 }
 
@@ -178,7 +188,12 @@ fn assert_all_back(run: &BenchRun, ops: u64) -> NetResults {
     let res = run.mailbox.net;
     assert_eq!(res.sent, ops, "{}", run.console);
     assert_eq!(res.received, res.sent, "{}", run.console);
-    assert_eq!((res.bad, res.lost, res.foreign), (0, 0, 0), "{}", run.console);
+    assert_eq!(
+        (res.bad, res.lost, res.foreign),
+        (0, 0, 0),
+        "{}",
+        run.console
+    );
     assert_eq!(res.mac, mac_to_u64(GUEST_MAC), "{}", run.console);
     res
 }
@@ -207,7 +222,7 @@ fn testpmd_or_skip() -> bool {
         return false;
     }
     if !Path::new(TESTPMD).exists() {
-        eprintln!("skipped: {TESTPMD} is absent (Debian package dpdk)");
+        eprintln!("skipped: {TESTPMD} is absent (Debian package dpdk-dev)");
         return false;
     }
     true
@@ -245,7 +260,11 @@ fn assert_tx(run: &BenchRun, ops: u64) -> NetResults {
     let res = run.mailbox.net;
     assert_eq!(res.sent, ops, "{}", run.console);
     assert_eq!((res.bad, res.foreign), (0, 0), "{}", run.console);
-    assert!(res.received > 0 && res.received <= res.sent, "{}", run.console);
+    assert!(
+        res.received > 0 && res.received <= res.sent,
+        "{}",
+        run.console
+    );
     assert_eq!(res.mac, mac_to_u64(GUEST_MAC), "{}", run.console);
     res
 }
