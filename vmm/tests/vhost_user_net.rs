@@ -110,7 +110,10 @@ fn reflect_daemon(dir: &Path) -> Backend {
 /// hugepages: the port maps guest RAM from the VMM's memfd, its own mbufs need none.
 fn testpmd(dir: &Path) -> Backend {
     let socket = dir.join("testpmd.sock");
-    let prefix = format!("iopath-vmm-test-{}", std::process::id());
+    // DPDK's runtime directory is per file prefix: two instances with one prefix refuse to
+    // run side by side, and the tests of this file run in parallel.
+    let unique = dir.file_name().unwrap().to_string_lossy();
+    let prefix = format!("iopath-vmm-test-{unique}");
     let mut cmd = Command::new(TESTPMD);
     cmd.args([
         "--no-huge",
