@@ -90,7 +90,7 @@ pub enum Error {
     DiskIface { backend: String, iface: DiskIface },
     #[error("e1000 NIC")]
     E1000(#[source] crate::devices::e1000::Error),
-    #[error("--net {backend}: no {iface} NIC in this VMM yet")]
+    #[error("--net {backend} cannot be reached through iface={iface}")]
     NetIface { backend: String, iface: NetIface },
     // Boxed: the passthrough errors are large and rare.
     #[error(transparent)]
