@@ -49,8 +49,9 @@ struct Args {
     client: bool,
     /// Frontends served at once, each with its own queues and engines over the same device
     /// (one VM per daemon is the usual setup: more than one writing the same file corrupts
-    /// it unless they coordinate). A frontend beyond the limit is accepted and closed at once,
-    /// with a log line, so that it fails (and QEMU's reconnect retries) instead of hanging.
+    /// it unless they coordinate). A frontend beyond the limit is accepted and, unless a
+    /// connection hangs up within a second, closed with a log line, so that it fails (and
+    /// QEMU's reconnect retries) instead of hanging.
     #[arg(long, default_value_t = daemon::DEFAULT_MAX_CONNECTIONS)]
     max_connections: u16,
     /// Guest memory regions one frontend may map (SET_MEM_TABLE, ADD_MEM_REG); also the

@@ -1,6 +1,7 @@
 //! The daemon's life: listen (or connect), serve frontends with fresh state each (at most
-//! `--max-connections` at once; one more is accepted and closed at once, so that it fails
-//! instead of waiting unseen in the backlog), and on SIGTERM stop accepting, drain and return.
+//! `--max-connections` at once; one more is accepted and, unless a connection hangs up within
+//! a second, closed, so that it fails instead of waiting unseen in the backlog), and on SIGTERM
+//! stop accepting, drain and return.
 //! Started as root with `--user`, it opens the backing file and binds the socket first, then
 //! runs as that user.
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
@@ -310,6 +311,30 @@ fn hung_up(stream: &UnixStream) -> bool {
 /// How often the accept loop looks whether a closing connection has finished.
 const CLOSING_POLL: Duration = Duration::from_millis(5);
 
+/// How long a frontend over the limit waits for a connection to hang up before it is refused.
+/// A frontend's close reaches the daemon only once every copy of its socket is closed: a copy
+/// held for a moment by a process it is forking (a VMM starting a helper) keeps the old
+/// connection up after the frontend has already reconnected.
+const ADMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits until fewer than `max` connections are served (`true`); `false` if none has hung up
+/// within [`ADMIT_WAIT`]. A frontend that reconnects right after leaving waits until its old
+/// session has completed what it started, however long that takes: both would write the same
+/// rings otherwise.
+fn wait_for_slot(live: &Live, max: usize, term: &Termination) -> bool {
+    let deadline = Instant::now() + ADMIT_WAIT;
+    loop {
+        let (conns, closing) = live.count();
+        if conns < max {
+            return true;
+        }
+        if term.requested() || (closing == 0 && Instant::now() >= deadline) {
+            return false;
+        }
+        thread::sleep(CLOSING_POLL);
+    }
+}
+
 /// Accepts frontends until termination; each is served on a thread of its own.
 fn serve_listening(shared: &Arc<Shared>, socket: &Socket, term: &Termination) -> Result<(), Error> {
     let live = Arc::new(Live::default());
@@ -332,12 +357,7 @@ fn serve_listening(shared: &Arc<Shared>, socket: &Socket, term: &Termination) ->
         };
         threads.retain(|t| !t.is_finished());
         let max = usize::from(shared.config.max_connections);
-        // A frontend that reconnects right after leaving waits until its old session has
-        // completed what it started: both would write the same rings otherwise.
-        while !term.requested() && live.count().0 >= max && live.count().1 > 0 {
-            thread::sleep(CLOSING_POLL);
-        }
-        if live.count().0 >= max {
+        if !wait_for_slot(&live, max, term) {
             log::warn!("refused a frontend: already serving {max} (--max-connections); closing it");
             drop(stream);
             continue;
