@@ -142,7 +142,7 @@ fn reconnect(shared: &Shared, stop: &EventFd) -> Option<UnixStream> {
                 failures += 1;
                 let e = crate::error_chain(&e);
                 log::debug!("vhost-user {socket}: reconnection attempt {failures}: {e}");
-                if failures % SUMMARY_EVERY == 0 {
+                if failures.is_multiple_of(SUMMARY_EVERY) {
                     log::warn!(
                         "vhost-user {socket}: still disconnected after {failures} attempts \
                          ({:.0} s): {e}",
