@@ -490,3 +490,6 @@ fn start(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
