@@ -2,5 +2,6 @@
 
 pub mod engine;
 pub mod nvme;
+pub mod privileges;
 pub mod vfio_user_nvme;
 pub mod vhost_user_blk;

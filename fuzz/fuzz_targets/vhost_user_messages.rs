@@ -2,7 +2,8 @@
 //!
 //! Each input is one connection, served as the daemon serves one (`daemon::serve_one`, which
 //! is private: this copies its few lines): a fresh `BlkBackend` (here over an in-memory
-//! engine) inside a fresh `VhostUserDaemon`, accepted on a listener bound once per process.
+//! engine) in a fresh `Session` (the crate's handler behind the relay that answers the
+//! inflight messages and enforces the limits), on a private socket made once per process.
 //! The input is played as frames (`iopath_fuzz::peer`): message bytes with shared memory and
 //! eventfds attached, writes into that memory, kicks. Then the frontend half-closes and reads
 //! the replies.
@@ -15,7 +16,6 @@
 #![no_main]
 
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -24,26 +24,15 @@ use backends::vhost_user_blk::backend::ServeOptions;
 use backends::vhost_user_blk::{BlkBackend, BlkConfig};
 use iopath_fuzz::peer::{assert_no_new_fds, frames, open_fds, Peer};
 use libfuzzer_sys::fuzz_target;
-use vhost::vhost_user::Listener;
-use vhost_user_backend::VhostUserDaemon;
+use backends::vhost_user_blk::relay::Limits;
+use backends::vhost_user_blk::session::{PrivateSocket, Session};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 const QUEUES: u16 = 2;
 
-struct Server {
-    listener: Listener,
-    path: PathBuf,
-}
-
-fn server() -> &'static Mutex<Server> {
-    static SERVER: OnceLock<Mutex<Server>> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("iopath-fuzz-vhost-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("blk.sock");
-        let listener = Listener::new(&path, true).unwrap();
-        Mutex::new(Server { listener, path })
-    })
+fn server() -> &'static Mutex<PrivateSocket> {
+    static SERVER: OnceLock<Mutex<PrivateSocket>> = OnceLock::new();
+    SERVER.get_or_init(|| Mutex::new(PrivateSocket::new().unwrap()))
 }
 
 fn config() -> BlkConfig {
@@ -58,9 +47,9 @@ fn config() -> BlkConfig {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut server = server().lock().unwrap_or_else(|p| p.into_inner());
+    let server = server().lock().unwrap_or_else(|p| p.into_inner());
     let fds = open_fds();
-    let stream = UnixStream::connect(&server.path).unwrap();
+    let (stream, daemon_end) = UnixStream::pair().unwrap();
 
     // serve_one, with MemEngines instead of the spec's engines.
     let engines: Vec<Box<dyn BlockEngine>> = (0..QUEUES)
@@ -71,12 +60,11 @@ fuzz_target!(|data: &[u8]| {
         poll: Duration::ZERO,
     };
     let backend = Arc::new(BlkBackend::new(config(), engines, mem.clone(), options));
-    let mut daemon =
-        VhostUserDaemon::new("fuzz-vhost-user-blk".into(), backend.clone(), mem).unwrap();
-    backend
-        .register_completions(&daemon.get_epoll_handlers())
-        .unwrap();
-    daemon.start(&mut server.listener).unwrap();
+    let mut session = Session::new(backend, mem, &server).unwrap();
+    let relay = std::thread::spawn(move || {
+        session.relay(daemon_end, Limits { max_mem_slots: 8 });
+        session
+    });
 
     let mut peer = Peer::new(stream);
     for frame in frames(data) {
@@ -89,11 +77,8 @@ fuzz_target!(|data: &[u8]| {
     }
     drop(peer);
     // Disconnected, SocketBroken or a protocol error: all end the connection normally.
-    let _ = daemon.wait();
-    backend.drain();
-    let _ = backend.stats();
-    drop(daemon);
-    drop(backend);
+    let session = relay.join().unwrap();
+    let _ = session.close();
 
     assert_no_new_fds(&fds, &open_fds());
 });

@@ -47,6 +47,20 @@ struct Args {
     /// Connect to a socket the frontend listens on instead of listening.
     #[arg(long)]
     client: bool,
+    /// Frontends served at once, each with its own queues and engines over the same device
+    /// (one VM per daemon is the usual setup: more than one writing the same file corrupts
+    /// it unless they coordinate). A frontend beyond the limit is accepted and closed at once,
+    /// with a log line, so that it fails (and QEMU's reconnect retries) instead of hanging.
+    #[arg(long, default_value_t = 1)]
+    max_connections: u16,
+    /// Guest memory regions one frontend may map (SET_MEM_TABLE, ADD_MEM_REG); also the
+    /// GET_MAX_MEM_SLOTS answer (1..=509).
+    #[arg(long, default_value_t = 32)]
+    max_mem_slots: u32,
+    /// When started as root: open the device and bind the socket, then run as this user
+    /// (its groups too). The socket is handed to the user, still mode 0600.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +124,9 @@ fn run(args: Args) -> Result<(), Error> {
         serve: ServeOptions {
             poll: Duration::from_micros(args.poll_us),
         },
+        max_connections: args.max_connections,
+        max_mem_slots: args.max_mem_slots,
+        user: args.user,
     };
     daemon::run(&config)?;
     Ok(())

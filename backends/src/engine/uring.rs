@@ -131,21 +131,31 @@ pub struct UringEngine {
     zero_range: bool,
 }
 
+/// Opens the backing file as `config` says (read-only or read-write, O_DIRECT or not).
+pub fn open_file(config: &UringConfig) -> Result<File, Error> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(!config.read_only);
+    if config.direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    options.open(&config.path).map_err(|source| Error::Open {
+        path: config.path.clone(),
+        source,
+    })
+}
+
 impl UringEngine {
     pub fn new(config: &UringConfig) -> Result<Self, Error> {
+        Self::from_file(open_file(config)?, config)
+    }
+
+    /// An engine over `file`, opened as [`open_file`] does: a daemon that gives up its
+    /// privileges after opening the file makes its per-connection engines from duplicates.
+    pub fn from_file(file: File, config: &UringConfig) -> Result<Self, Error> {
         let depth = config.queue_depth;
         if depth == 0 || depth > MAX_QUEUE_DEPTH {
             return Err(Error::QueueDepth(depth));
         }
-        let mut options = OpenOptions::new();
-        options.read(true).write(!config.read_only);
-        if config.direct {
-            options.custom_flags(libc::O_DIRECT);
-        }
-        let file = options.open(&config.path).map_err(|source| Error::Open {
-            path: config.path.clone(),
-            source,
-        })?;
         let file_type = file.metadata().map_err(Error::Stat)?.file_type();
         let (capacity, block_size, block_device) = if file_type.is_block_device() {
             let (capacity, block_size) = block_device_geometry(&file)?;

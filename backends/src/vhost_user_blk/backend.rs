@@ -3,6 +3,7 @@
 //! thread's epoll set next to the kick.
 
 use std::io;
+use std::ops::Deref;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -19,8 +20,10 @@ use vmm_sys_util::event::{
 };
 
 use super::config::{config_window, BlkConfig, Device, WCE_OFFSET};
+use super::inflight_region::{QueueRegion, Region, Tracker};
 use super::memory::{address_space, check_files};
 use super::queue::{Ring, Run, Stats, Worker, RUN_BUDGET};
+use super::relay;
 use crate::engine::BlockEngine;
 
 /// Guest memory as the vhost-user memory table describes it.
@@ -85,6 +88,25 @@ impl Ring for VringRing<'_> {
 
     fn next_avail(&self) -> u16 {
         self.state.get_queue().next_avail()
+    }
+
+    fn set_next_avail(&mut self, idx: u16) {
+        self.state.get_queue_mut().set_next_avail(idx);
+    }
+
+    fn next_used(&self) -> u16 {
+        self.state.get_queue().next_used()
+    }
+
+    fn used_idx(&self) -> Option<u16> {
+        self.state
+            .get_queue()
+            .used_idx(
+                self.mem.memory().deref(),
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .ok()
+            .map(|i| i.0)
     }
 
     fn pop_head(&mut self) -> Option<u16> {
@@ -183,6 +205,7 @@ impl BlkBackend {
             total.rejected += s.rejected;
             total.lost += s.lost;
             total.backlogged += s.backlogged;
+            total.resubmitted += s.resubmitted;
         }
         total
     }
@@ -285,6 +308,30 @@ impl Drop for BlkBackend {
             // set of a `VringEpollHandler`, never closes them, and every handler holds an `Arc`
             // of this backend: now that it is dropped, no handler and no epoll set uses them.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
+/// What the relay in front of the crate tells the device.
+impl relay::Device for BlkBackend {
+    fn num_queues(&self) -> u16 {
+        self.queues.len() as u16
+    }
+
+    fn max_queue_size(&self) -> u16 {
+        self.device.config.queue_size
+    }
+
+    fn set_inflight(&self, region: Arc<Region>) {
+        for (i, queue) in self.queues.iter().enumerate() {
+            let tracker = QueueRegion::new(region.clone(), i as u16).map(Tracker::new);
+            self.control(queue).set_tracker(tracker);
+        }
+    }
+
+    fn vring_starting(&self, index: u16) {
+        if let Some(queue) = self.queues.get(usize::from(index)) {
+            self.control(queue).restart_tracking();
         }
     }
 }

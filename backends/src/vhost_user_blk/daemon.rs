@@ -1,27 +1,37 @@
-//! The daemon's life: listen (or connect), serve one frontend at a time with fresh state,
-//! come back for the next one, and on SIGTERM stop accepting, drain and return.
+//! The daemon's life: listen (or connect), serve frontends with fresh state each (at most
+//! `--max-connections` at once; one more is accepted and closed at once, so that it fails
+//! instead of waiting unseen in the backlog), and on SIGTERM stop accepting, drain and return.
+//! Started as root with `--user`, it opens the backing file and binds the socket first, then
+//! runs as that user.
 
 use std::fmt;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use vhost::vhost_user::Listener;
-use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::backend::{BlkBackend, ServeOptions, MAX_QUEUES};
 use super::config::BlkConfig;
+use super::relay::Limits;
+use super::session::{self, PrivateSocket, Session};
 use super::signal::Termination;
-use crate::engine::{uring, BackendSpec, BlockEngine};
+use crate::engine::uring::{self, UringConfig, UringEngine};
+use crate::engine::{BackendSpec, BlockEngine};
+use crate::privileges::{self, User};
 
 /// Largest split-ring size (virtio 1.x).
 pub const MAX_QUEUE_SIZE: u16 = 32768;
+
+/// The most memory regions a frontend may ask for: libvhost-user's `VHOST_USER_MAX_RAM_SLOTS`.
+pub const MAX_MEM_SLOTS: u32 = 509;
 
 /// How often a `--client` daemon retries a frontend that is not listening.
 const CONNECT_RETRY: Duration = Duration::from_millis(100);
@@ -38,6 +48,12 @@ pub struct DaemonConfig {
     pub queues: u16,
     pub queue_size: u16,
     pub serve: ServeOptions,
+    /// Frontends served at once (listening mode).
+    pub max_connections: u16,
+    /// Guest memory regions one frontend may map.
+    pub max_mem_slots: u32,
+    /// Run as this user once the file is open and the socket bound (needs root).
+    pub user: Option<String>,
 }
 
 /// vhost-user-backend's error type has no `std::error::Error` impl; this lends it one.
@@ -58,6 +74,10 @@ pub enum Error {
     Queues(u16),
     #[error("--queue-size must be a power of two in 2..={MAX_QUEUE_SIZE}, not {0}")]
     QueueSize(u16),
+    #[error("--max-connections must be at least 1")]
+    MaxConnections,
+    #[error("--max-mem-slots must be in 1..={MAX_MEM_SLOTS}, not {0}")]
+    MaxMemSlots(u32),
     #[error("cannot open the backing device")]
     Open(#[source] uring::Error),
     #[error("the device holds no whole 512-byte sector")]
@@ -72,19 +92,21 @@ pub enum Error {
     Listen(PathBuf, #[source] io::Error),
     #[error("cannot make {} private to its owner", .0.display())]
     Chmod(PathBuf, #[source] io::Error),
-    #[error("socket path {} is not UTF-8", .0.display())]
-    NotUtf8(PathBuf),
+    #[error("cannot hand {} to the user", .0.display())]
+    Chown(PathBuf, #[source] io::Error),
+    #[error("cannot run as the requested user")]
+    User(#[source] privileges::Error),
     #[error("waiting for a frontend failed")]
     Wait(#[source] io::Error),
-    #[error("cannot set up the vhost-user daemon")]
-    Daemon(#[source] VhostUserError),
-    #[error("cannot watch the engines' completions")]
-    Completions(#[source] io::Error),
+    #[error("cannot serve the connection")]
+    Session(#[source] session::Error),
+    #[error("cannot start a connection thread")]
+    Thread(#[source] io::Error),
 }
 
 /// Removes the socket when the daemon stops listening.
 struct Socket {
-    listener: Listener,
+    listener: UnixListener,
     path: PathBuf,
 }
 
@@ -92,6 +114,60 @@ impl Drop for Socket {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// What the engines of every connection are made from: the backing file is opened once, so a
+/// daemon that gave up root can still make new engines over it.
+enum Source {
+    /// A backend without a file, and the queue depth of its engines.
+    Spec(BackendSpec, u32),
+    File(File, UringConfig),
+}
+
+impl Source {
+    fn open(spec: &BackendSpec, queue_size: u16) -> Result<Source, Error> {
+        Ok(match spec {
+            BackendSpec::File {
+                path,
+                direct,
+                read_only,
+            } => {
+                let config = UringConfig {
+                    path: path.clone(),
+                    read_only: *read_only,
+                    direct: *direct,
+                    queue_depth: u32::from(queue_size),
+                };
+                let file = uring::open_file(&config).map_err(Error::Open)?;
+                Source::File(file, config)
+            }
+            spec => Source::Spec(spec.clone(), u32::from(queue_size)),
+        })
+    }
+
+    fn engine(&self) -> Result<Box<dyn BlockEngine>, Error> {
+        match self {
+            Source::Spec(spec, depth) => spec.open(*depth).map_err(Error::Open),
+            Source::File(file, config) => {
+                let file = file.try_clone().map_err(|e| {
+                    Error::Open(uring::Error::Open {
+                        path: config.path.clone(),
+                        source: e,
+                    })
+                })?;
+                let engine = UringEngine::from_file(file, config).map_err(Error::Open)?;
+                Ok(Box::new(engine))
+            }
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    config: DaemonConfig,
+    device: BlkConfig,
+    source: Source,
+    private: PrivateSocket,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Must be called before the process starts any
@@ -104,8 +180,21 @@ pub fn run(config: &DaemonConfig) -> Result<(), Error> {
     if !(2..=MAX_QUEUE_SIZE).contains(&size) || !size.is_power_of_two() {
         return Err(Error::QueueSize(size));
     }
+    if config.max_connections == 0 {
+        return Err(Error::MaxConnections);
+    }
+    if !(1..=MAX_MEM_SLOTS).contains(&config.max_mem_slots) {
+        return Err(Error::MaxMemSlots(config.max_mem_slots));
+    }
+    let user = config
+        .user
+        .as_deref()
+        .map(User::lookup)
+        .transpose()
+        .map_err(Error::User)?;
     let term = Termination::install().map_err(Error::Signals)?;
-    let device = probe(config)?;
+    let source = Source::open(&config.backend, config.queue_size)?;
+    let device = probe(config, &source)?;
     log::info!(
         "serving {} ({} bytes, {}-byte blocks{}) with {} queue(s) of {}",
         config.backend,
@@ -115,28 +204,41 @@ pub fn run(config: &DaemonConfig) -> Result<(), Error> {
         device.num_queues,
         device.queue_size
     );
-    let mut socket = if config.client {
+    let socket = if config.client {
         None
     } else {
         Some(listen(&config.socket)?)
     };
-    while !term.requested() {
+    if let Some(user) = &user {
         if let Some(socket) = &socket {
-            if !wait_readable(socket.listener.as_raw_fd(), &term)? {
-                break;
-            }
+            // The frontend runs as the user too, or as root; and the daemon must be able to
+            // remove its socket on the way out.
+            std::os::unix::fs::chown(&socket.path, Some(user.uid), Some(user.gid))
+                .map_err(|e| Error::Chown(socket.path.clone(), e))?;
         }
-        serve_one(config, &device, socket.as_mut(), &term)?;
+        user.become_user().map_err(Error::User)?;
+        log::info!(
+            "running as {} (uid {}, gid {})",
+            user.name,
+            user.uid,
+            user.gid
+        );
     }
-    Ok(())
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        device,
+        source,
+        private: PrivateSocket::new().map_err(Error::Session)?,
+    });
+    match socket {
+        Some(socket) => serve_listening(&shared, &socket, &term),
+        None => serve_client(&shared, &term),
+    }
 }
 
-/// Opens the backend once to check it and learn its geometry.
-fn probe(config: &DaemonConfig) -> Result<BlkConfig, Error> {
-    let engine = config
-        .backend
-        .open(u32::from(config.queue_size))
-        .map_err(Error::Open)?;
+/// Learns the device's geometry from one engine.
+fn probe(config: &DaemonConfig, source: &Source) -> Result<BlkConfig, Error> {
+    let engine = source.engine()?;
     if engine.capacity() < 512 {
         return Err(Error::Empty);
     }
@@ -180,7 +282,7 @@ fn listen(path: &Path) -> Result<Socket, Error> {
     unsafe { libc::umask(old) };
     let listener = bound.map_err(|e| Error::Listen(path.into(), e))?;
     let socket = Socket {
-        listener: Listener::from(listener),
+        listener,
         path: path.into(),
     };
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
@@ -224,74 +326,216 @@ fn wait_readable(fd: RawFd, term: &Termination) -> Result<bool, Error> {
     }
 }
 
-/// Serves one frontend connection with a fresh backend (new engines, no memory, no queue
-/// state) and returns once it is gone and every request it started has completed.
-fn serve_one(
-    config: &DaemonConfig,
-    device: &BlkConfig,
-    socket: Option<&mut Socket>,
-    term: &Termination,
-) -> Result<(), Error> {
-    let engines = (0..config.queues)
-        .map(|_| config.backend.open(u32::from(config.queue_size)))
-        .collect::<Result<Vec<Box<dyn BlockEngine>>, _>>()
-        .map_err(Error::Open)?;
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let backend = Arc::new(BlkBackend::new(
-        device.clone(),
-        engines,
-        mem.clone(),
-        config.serve.clone(),
-    ));
-    let daemon_error = |e| Error::Daemon(VhostUserError(e));
-    let mut daemon = VhostUserDaemon::new("vhost-user-blk".into(), backend.clone(), mem)
-        .map_err(daemon_error)?;
-    backend
-        .register_completions(&daemon.get_epoll_handlers())
-        .map_err(Error::Completions)?;
+/// A connection being served.
+struct Conn {
+    id: u64,
+    /// A clone of the frontend stream, to end the connection on SIGTERM.
+    stream: UnixStream,
+    /// The frontend is gone; the session is completing what it started.
+    closing: bool,
+}
 
-    match socket {
-        Some(socket) => daemon.start(&mut socket.listener).map_err(daemon_error)?,
-        None => {
-            let path = config
-                .socket
-                .to_str()
-                .ok_or_else(|| Error::NotUtf8(config.socket.clone()))?;
-            let mut warned = false;
-            loop {
-                if term.requested() {
-                    return Ok(());
-                }
-                match daemon.start_client(path) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        if !warned {
-                            log::warn!("cannot connect to {path} (retrying): {e}");
-                            warned = true;
-                        }
-                        std::thread::sleep(CONNECT_RETRY);
-                    }
-                }
-            }
+/// The connections being served.
+#[derive(Default)]
+struct Live {
+    conns: Mutex<Vec<Conn>>,
+    next: AtomicU64,
+}
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, stream: &UnixStream) -> Option<u64> {
+        let stream = stream.try_clone().ok()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().push(Conn {
+            id,
+            stream,
+            closing: false,
+        });
+        Some(id)
+    }
+
+    fn closing(&self, id: u64) {
+        for c in self.lock().iter_mut().filter(|c| c.id == id) {
+            c.closing = true;
         }
     }
-    log::info!("frontend connected");
-    let shutdown = daemon.shutdown_handle();
-    term.set_hook(shutdown.map(|h| Box::new(move || h.shutdown()) as Box<dyn Fn() + Send>));
-    let ended = daemon.wait();
-    term.set_hook(None);
-    match ended {
-        Ok(())
-        | Err(vhost_user_backend::Error::HandleRequest(
-            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
-        )) => log::info!("frontend disconnected"),
-        Err(e) => log::warn!("connection ended: {e}"),
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|c| c.id != id);
     }
-    backend.drain();
-    log::info!("connection statistics: {:?}", backend.stats());
-    // Dropping the daemon stops and joins the queue threads.
-    drop(daemon);
+
+    /// (connections, of which closing): the session said so, or the frontend has hung up and
+    /// the session is about to notice.
+    fn count(&self) -> (usize, usize) {
+        let conns = self.lock();
+        let closing = conns
+            .iter()
+            .filter(|c| c.closing || hung_up(&c.stream))
+            .count();
+        (conns.len(), closing)
+    }
+
+    fn shut_all(&self) {
+        for c in self.lock().iter() {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Whether the peer of `stream` has closed its end (without reading from it).
+fn hung_up(stream: &UnixStream) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; a zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// How often the accept loop looks whether a closing connection has finished.
+const CLOSING_POLL: Duration = Duration::from_millis(5);
+
+/// Accepts frontends until termination; each is served on a thread of its own.
+fn serve_listening(shared: &Arc<Shared>, socket: &Socket, term: &Termination) -> Result<(), Error> {
+    let live = Arc::new(Live::default());
+    let hook_live = live.clone();
+    term.set_hook(Some(Box::new(move || hook_live.shut_all())));
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let result = loop {
+        match wait_readable(socket.listener.as_raw_fd(), term) {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        let stream = match socket.listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                log::warn!("accepting a frontend failed: {e}");
+                continue;
+            }
+        };
+        threads.retain(|t| !t.is_finished());
+        let max = usize::from(shared.config.max_connections);
+        // A frontend that reconnects right after leaving waits until its old session has
+        // completed what it started: both would write the same rings otherwise.
+        while !term.requested() && live.count().0 >= max && live.count().1 > 0 {
+            thread::sleep(CLOSING_POLL);
+        }
+        if live.count().0 >= max {
+            log::warn!("refused a frontend: already serving {max} (--max-connections); closing it");
+            drop(stream);
+            continue;
+        }
+        let Some(id) = live.add(&stream) else {
+            log::warn!("refused a frontend: cannot track its connection");
+            continue;
+        };
+        if term.requested() {
+            live.shut_all();
+        }
+        let (shared, conn_live) = (shared.clone(), live.clone());
+        let spawned = thread::Builder::new()
+            .name("vhost-user-conn".into())
+            .spawn(move || {
+                if let Err(e) = serve_one(&shared, stream, || conn_live.closing(id)) {
+                    log::warn!("connection failed: {}", chain(&e));
+                }
+                conn_live.remove(id);
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                live.remove(id);
+                break Err(Error::Thread(e));
+            }
+        }
+    };
+    live.shut_all();
+    for t in threads {
+        let _ = t.join();
+    }
+    term.set_hook(None);
+    result
+}
+
+/// Connects to the frontend (retrying while it is not there) and serves it, again and again.
+fn serve_client(shared: &Arc<Shared>, term: &Termination) -> Result<(), Error> {
+    let path = &shared.config.socket;
+    while !term.requested() {
+        let mut warned = false;
+        let stream = loop {
+            if term.requested() {
+                return Ok(());
+            }
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    if !warned {
+                        log::warn!("cannot connect to {} (retrying): {e}", path.display());
+                        warned = true;
+                    }
+                    thread::sleep(CONNECT_RETRY);
+                }
+            }
+        };
+        let Ok(clone) = stream.try_clone() else {
+            continue;
+        };
+        term.set_hook(Some(Box::new(move || {
+            let _ = clone.shutdown(std::net::Shutdown::Both);
+        })));
+        let served = serve_one(shared, stream, || {});
+        term.set_hook(None);
+        served?;
+    }
     Ok(())
+}
+
+/// Serves one frontend with a fresh backend (new engines, no memory, no queue state) and
+/// returns once it is gone and every request it started has completed.
+fn serve_one(
+    shared: &Shared,
+    frontend: UnixStream,
+    frontend_gone: impl FnOnce(),
+) -> Result<(), Error> {
+    let engines = (0..shared.config.queues)
+        .map(|_| shared.source.engine())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let backend = Arc::new(BlkBackend::new(
+        shared.device.clone(),
+        engines,
+        mem.clone(),
+        shared.config.serve.clone(),
+    ));
+    let mut session = Session::new(backend, mem, &shared.private).map_err(Error::Session)?;
+    log::info!("frontend connected");
+    let limits = Limits {
+        max_mem_slots: shared.config.max_mem_slots,
+    };
+    session.relay(frontend, limits);
+    frontend_gone();
+    let stats = session.close();
+    log::info!("connection statistics: {stats:?}");
+    Ok(())
+}
+
+/// The error and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -336,6 +580,9 @@ mod tests {
             serve: ServeOptions {
                 poll: Duration::ZERO,
             },
+            max_connections: 1,
+            max_mem_slots: 32,
+            user: None,
         };
         assert!(matches!(run(&config(0, 128)), Err(Error::Queues(0))));
         assert!(matches!(run(&config(65, 128)), Err(Error::Queues(65))));

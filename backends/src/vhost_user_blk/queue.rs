@@ -11,6 +11,7 @@ use iommu::{AddressSpace, DmaSlice};
 use super::chain::{self, Desc};
 use super::config::Device;
 use super::inflight::{Chain, InFlight};
+use super::inflight_region::Tracker;
 use super::request::{self, Op, Rejected, Request, S_IOERR, S_OK, S_UNSUPP};
 use crate::engine::{
     BlockEngine, BlockOp, BlockRequest, Completion, CompletionError, SubmitErrorKind,
@@ -24,6 +25,12 @@ pub trait Ring {
     fn avail_ring(&self) -> u64;
     fn size(&self) -> u16;
     fn next_avail(&self) -> u16;
+    /// Where the next chain is taken from (a restarted ring skips what it redoes).
+    fn set_next_avail(&mut self, idx: u16);
+    /// The used index this side has published.
+    fn next_used(&self) -> u16;
+    /// The used index as the guest sees it in the ring; `None` if unreadable.
+    fn used_idx(&self) -> Option<u16>;
     /// The head of the next chain the driver made available.
     fn pop_head(&mut self) -> Option<u16>;
     /// `false` if the entry could not be written (bad index or ring address).
@@ -60,6 +67,8 @@ pub struct Stats {
     pub lost: u64,
     /// Requests that waited for room in the engine.
     pub backlogged: u64,
+    /// Chains a previous backend took and did not finish, redone from the inflight region.
+    pub resubmitted: u64,
 }
 
 pub struct Worker {
@@ -77,6 +86,8 @@ pub struct Worker {
     /// Where the avail index lives and what we last saw in it, for lock-free polling.
     avail_idx_at: Option<u64>,
     next_avail: u16,
+    /// The queue's part of the inflight region, once the frontend handed one over.
+    tracker: Option<Tracker>,
     stats: Stats,
 }
 
@@ -93,6 +104,7 @@ impl Worker {
             posted: 0,
             avail_idx_at: None,
             next_avail: 0,
+            tracker: None,
             stats: Stats::default(),
         }
     }
@@ -100,6 +112,19 @@ impl Worker {
     /// Takes a new memory table; chains in flight keep the old one.
     pub fn set_space(&mut self, space: Arc<AddressSpace>) {
         self.space = space;
+    }
+
+    /// Tracks chains in `tracker` from now on (`None`: not at all).
+    pub fn set_tracker(&mut self, tracker: Option<Tracker>) {
+        self.tracker = tracker;
+    }
+
+    /// The ring is (re)starting: before the next chain, redo what the region says a previous
+    /// backend left unfinished.
+    pub fn restart_tracking(&mut self) {
+        if let Some(t) = &mut self.tracker {
+            t.restart();
+        }
     }
 
     pub fn completion_fd(&self) -> Option<RawFd> {
@@ -166,8 +191,9 @@ impl Worker {
         let mut progress = self.complete(ring);
         progress |= self.retry_backlog();
         if ring.is_live() {
+            self.check_inflight(ring);
             while self.backlog.is_empty() {
-                let Some(head) = ring.pop_head() else {
+                let Some(head) = self.next_head(ring) else {
                     break;
                 };
                 self.start(head, ring);
@@ -179,6 +205,42 @@ impl Worker {
         self.avail_idx_at = ring.avail_ring().checked_add(2);
         self.next_avail = ring.next_avail();
         progress
+    }
+
+    /// A restarted ring: queues what the inflight region says is unfinished and moves the
+    /// ring's next-avail index past it (`vu_check_queue_inflights`). Chains still in flight
+    /// here mean the ring never stopped (a new kick descriptor only): nothing to redo.
+    fn check_inflight(&mut self, ring: &mut impl Ring) {
+        let Some(tracker) = self.tracker.as_mut().filter(|t| t.check_pending()) else {
+            return;
+        };
+        if !self.inflight.is_empty() || !self.backlog.is_empty() {
+            tracker.check_pending_done();
+            return;
+        }
+        let Some(used) = ring.used_idx() else {
+            return;
+        };
+        if let Some(next) = tracker.check(used, ring.size()) {
+            let redo = next.wrapping_sub(used);
+            if redo > 0 {
+                log::info!("redoing {redo} request(s) a previous backend left unfinished");
+            }
+            ring.set_next_avail(next);
+        }
+    }
+
+    /// The next chain: one to redo, else a new one from the ring (marked in the region).
+    fn next_head(&mut self, ring: &mut impl Ring) -> Option<u16> {
+        if let Some(head) = self.tracker.as_mut().and_then(Tracker::next_resubmit) {
+            self.stats.resubmitted += 1;
+            return Some(head);
+        }
+        let head = ring.pop_head()?;
+        if let Some(t) = &mut self.tracker {
+            t.popped(head);
+        }
+        Some(head)
     }
 
     /// Signals the driver if entries were added since the last signal.
@@ -433,10 +495,17 @@ impl Worker {
     }
 
     fn post(&mut self, ring: &mut impl Ring, head: u16, len: u32) {
+        if let Some(t) = &mut self.tracker {
+            t.before_used(head);
+        }
         if ring.add_used(head, len) {
             self.posted += 1;
         } else {
             self.stats.lost += 1;
+        }
+        // A used entry that could not be written is not redone either: the ring is broken.
+        if let Some(t) = &mut self.tracker {
+            t.after_used(head, ring.next_used());
         }
     }
 }
@@ -513,6 +582,18 @@ mod tests {
         }
         fn next_avail(&self) -> u16 {
             self.queue.next_avail()
+        }
+        fn set_next_avail(&mut self, idx: u16) {
+            self.queue.set_next_avail(idx);
+        }
+        fn next_used(&self) -> u16 {
+            self.queue.next_used()
+        }
+        fn used_idx(&self) -> Option<u16> {
+            self.queue
+                .used_idx(self.mem, std::sync::atomic::Ordering::Acquire)
+                .ok()
+                .map(|i| i.0)
         }
         fn pop_head(&mut self) -> Option<u16> {
             self.queue

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{
-    VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+    VhostUserConfigFlags, VhostUserInflight, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -106,6 +106,10 @@ impl Daemon {
 
     fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("daemon already reaped")
+    }
+
+    pub fn pid(&mut self) -> u32 {
+        self.child().id()
     }
 
     pub fn running(&mut self) -> bool {
@@ -322,7 +326,19 @@ pub struct Conn {
     pub vqs: Vec<Vq>,
     pub features: u64,
     pub protocol: VhostUserProtocolFeatures,
+    /// The inflight region the daemon handed out (or was handed back), if negotiated.
+    pub inflight: Option<(File, VhostUserInflight)>,
     next_buf: u64,
+}
+
+/// What a connection does about the inflight region (INFLIGHT_SHMFD).
+pub enum Inflight {
+    /// Not negotiated.
+    Off,
+    /// A fresh region from GET_INFLIGHT_FD, handed back with SET_INFLIGHT_FD.
+    New,
+    /// A region from an earlier connection, handed back as it is (QEMU after a backend crash).
+    Reuse(File, VhostUserInflight),
 }
 
 /// What a test wants negotiated.
@@ -353,14 +369,64 @@ impl Conn {
         Self::set_up(Frontend::from_stream(stream, setup.queues as u64), setup)
     }
 
-    fn set_up(mut fe: Frontend, setup: Setup) -> Conn {
+    fn set_up(fe: Frontend, setup: Setup) -> Conn {
+        let vqs = (0..setup.queues)
+            .map(|i| Vq::new(i, setup.queue_size))
+            .collect();
+        Self::set_up_with(fe, setup, GuestRam::new(), vqs, Inflight::Off)
+    }
+
+    /// A new frontend connection (to a restarted daemon, say) for the same guest: same memory,
+    /// the driver's rings as they are, each ring's base its used index (what QEMU sends when
+    /// the old backend could not tell it: `virtio_queue_restore_last_avail_idx`).
+    pub fn resume(
+        ram: GuestRam,
+        vqs: Vec<Vq>,
+        stream: UnixStream,
+        setup: Setup,
+        inflight: Inflight,
+    ) -> Conn {
+        Self::set_up_with(
+            Frontend::from_stream(stream, setup.queues as u64),
+            setup,
+            ram,
+            vqs,
+            inflight,
+        )
+    }
+
+    /// A connection that negotiates INFLIGHT_SHMFD as `inflight` says, on fresh guest memory.
+    pub fn with_inflight(stream: UnixStream, setup: Setup, inflight: Inflight) -> Conn {
+        let vqs = (0..setup.queues)
+            .map(|i| Vq::new(i, setup.queue_size))
+            .collect();
+        Self::set_up_with(
+            Frontend::from_stream(stream, setup.queues as u64),
+            setup,
+            GuestRam::new(),
+            vqs,
+            inflight,
+        )
+    }
+
+    fn set_up_with(
+        mut fe: Frontend,
+        setup: Setup,
+        ram: GuestRam,
+        vqs: Vec<Vq>,
+        inflight: Inflight,
+    ) -> Conn {
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
         let protocol = fe.get_protocol_features().unwrap();
-        let wanted_protocol = VhostUserProtocolFeatures::CONFIG
+        let mut wanted_protocol = VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        if !matches!(inflight, Inflight::Off) {
+            assert!(protocol.contains(VhostUserProtocolFeatures::INFLIGHT_SHMFD));
+            wanted_protocol |= VhostUserProtocolFeatures::INFLIGHT_SHMFD;
+        }
         fe.set_protocol_features(protocol & wanted_protocol)
             .unwrap();
         let nq = fe.get_queue_num().unwrap();
@@ -370,12 +436,26 @@ impl Conn {
             features &= !VIRTIO_RING_F_EVENT_IDX;
         }
         fe.set_features(features).unwrap();
+        // As QEMU's vhost-user-blk: the region is set before the rings start.
+        let inflight = match inflight {
+            Inflight::Off => None,
+            Inflight::New => {
+                let ask = VhostUserInflight {
+                    num_queues: setup.queues as u16,
+                    queue_size: setup.queue_size,
+                    ..Default::default()
+                };
+                Some(fe.get_inflight_fd(&ask).unwrap()).map(|(info, file)| (file, info))
+            }
+            Inflight::Reuse(file, info) => Some((file, info)),
+        };
+        if let Some((file, info)) = &inflight {
+            fe.set_inflight_fd(info, file.as_raw_fd()).unwrap();
+        }
 
-        let ram = GuestRam::new();
         fe.set_mem_table(&ram.regions()).unwrap();
-        let mut vqs = Vec::new();
-        for i in 0..setup.queues {
-            let vq = Vq::new(i, setup.queue_size);
+        for (i, vq) in vqs.iter().enumerate() {
+            let base = ram.load_u16(vq.used + 2);
             let config = VringConfigData {
                 queue_max_size: setup.queue_size,
                 queue_size: setup.queue_size,
@@ -387,11 +467,10 @@ impl Conn {
             };
             fe.set_vring_num(i, setup.queue_size).unwrap();
             fe.set_vring_addr(i, &config).unwrap();
-            fe.set_vring_base(i, 0).unwrap();
+            fe.set_vring_base(i, base).unwrap();
             fe.set_vring_call(i, &vq.call).unwrap();
             fe.set_vring_kick(i, &vq.kick).unwrap();
             fe.set_vring_enable(i, true).unwrap();
-            vqs.push(vq);
         }
         Conn {
             fe,
@@ -399,6 +478,7 @@ impl Conn {
             vqs,
             features,
             protocol: protocol & wanted_protocol,
+            inflight,
             next_buf: BUFFERS,
         }
     }
