@@ -5,10 +5,14 @@
 //! resubmitted (INFLIGHT_SHMFD): the guest job completes with no errors and the file holds
 //! the whole pattern.
 //!
-//! qemu-storage-daemon 7.2 (Debian 12) does not offer INFLIGHT_SHMFD, so against it the job
-//! runs at queue depth 1: the one request in flight sits at the used index the frontend
-//! restarts the ring from, so a plain replay resubmits it. At higher depths requests complete
-//! out of order and only an in-flight region can tell a new backend which ones are pending.
+//! Two backends: our `iopath-vhost-user-blk` daemon (INFLIGHT_SHMFD), at queue depth 16,
+//! where requests complete out of order and only the in-flight region tells the new daemon
+//! which ones are pending; and qemu-storage-daemon, whose 7.2 release (Debian 12) does not
+//! offer INFLIGHT_SHMFD, at depth 1: the one request in flight sits at the used index the
+//! frontend restarts the ring from, so a plain replay resubmits it.
+//!
+//! Our daemon runs as a child process of this test binary (re-executed to run
+//! [`blk_daemon_child`]), so that it can be killed without a separately built binary.
 
 mod common;
 
@@ -19,6 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use backends::engine::BackendSpec;
+use backends::vhost_user_blk::backend::ServeOptions;
+use backends::vhost_user_blk::daemon::{self, DaemonConfig};
 use common::{block_job, kvm_or_skip};
 use iopath_mailbox::{pattern, BlockDevice, Status, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
@@ -26,6 +33,8 @@ use vmm::guest_image::BENCH_GUEST;
 use vmm::memory::RamConfig;
 
 const QSD: &str = "/usr/bin/qemu-storage-daemon";
+/// Set (to "IMAGE SOCKET") in the environment of this binary re-executed as our daemon.
+const DAEMON_ENV: &str = "IOPATH_TEST_BLK_DAEMON";
 const SEED: u64 = 0x0c7a_54ed;
 const FILL: u8 = 0xee;
 /// Written and read back in 4 KiB I/Os: long enough (thousands of requests) for the kill to
@@ -91,6 +100,17 @@ fn qsd(image: &Path, socket: &Path) -> Command {
     cmd
 }
 
+/// Our daemon: this test binary again, running only [`blk_daemon_child`].
+fn our_daemon(image: &Path, socket: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--ignored", "--exact", "blk_daemon_child", "--nocapture"])
+        .env(
+            DAEMON_ENV,
+            format!("{} {}", image.display(), socket.display()),
+        );
+    cmd
+}
+
 /// Whether the block at `offset` of the image still holds the fill byte.
 fn untouched(image: &std::fs::File, offset: u64) -> bool {
     let mut b = vec![0u8; BLOCK as usize];
@@ -98,15 +118,17 @@ fn untouched(image: &std::fs::File, offset: u64) -> bool {
     b.iter().all(|&x| x == FILL)
 }
 
-/// Runs the verify job, kills the backend once the write pass is under way (an eighth of the
-/// region written, the last block not yet), restarts it after a pause and checks the job and the file.
+/// Runs the verify job and, three times during the write pass (once 1/8, 3/8 and 5/8 of the
+/// region is written), kills the backend and restarts it after a pause; then checks the job
+/// and the file. Each kill has a fair chance of catching requests that completed out of
+/// order, which a replay without the in-flight region gets wrong.
 fn crash_mid_job_and_restart(backend: impl Fn(&Path, &Path) -> Command, depth: u32) {
     let _ = env_logger::builder().is_test(true).try_init();
     let dir = tempfile::tempdir().unwrap();
     let image: PathBuf = dir.path().join("disk.img");
     std::fs::write(&image, vec![FILL; DISK_BYTES as usize]).unwrap();
     let socket = dir.path().join("blk.sock");
-    let mut first = start(backend(&image, &socket), &socket);
+    let mut daemon = start(backend(&image, &socket), &socket);
 
     let disk = format!("socket={},iface=vhost-user", socket.display());
     let vm = thread::spawn(move || {
@@ -132,20 +154,22 @@ fn crash_mid_job_and_restart(backend: impl Fn(&Path, &Path) -> Command, depth: u
     });
 
     let file = std::fs::File::open(&image).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while untouched(&file, REGION / 8) {
-        assert!(!vm.is_finished(), "the VM ended before writing");
-        assert!(Instant::now() < deadline, "the guest wrote nothing");
-        thread::sleep(Duration::from_millis(1));
+    for eighths in [1, 3, 5] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while untouched(&file, REGION / 8 * eighths) {
+            assert!(!vm.is_finished(), "the VM ended before writing");
+            assert!(Instant::now() < deadline, "the guest stopped writing");
+            thread::sleep(Duration::from_millis(1));
+        }
+        daemon.kill();
+        assert!(
+            untouched(&file, REGION - u64::from(BLOCK)),
+            "the write pass ended before the backend was killed: nothing was tested"
+        );
+        // The guest keeps queueing requests (and the frontend keeps retrying) meanwhile.
+        thread::sleep(Duration::from_millis(700));
+        daemon = start(backend(&image, &socket), &socket);
     }
-    first.kill();
-    assert!(
-        untouched(&file, REGION - u64::from(BLOCK)),
-        "the write pass ended before the backend was killed: nothing was tested"
-    );
-    // The guest keeps queueing requests (and the frontend keeps retrying) meanwhile.
-    thread::sleep(Duration::from_millis(700));
-    let second = start(backend(&image, &socket), &socket);
 
     let run = match vm.join().unwrap() {
         Ok(run) => run,
@@ -155,7 +179,7 @@ fn crash_mid_job_and_restart(backend: impl Fn(&Path, &Path) -> Command, depth: u
             e.console_tail().unwrap_or("")
         ),
     };
-    drop(second);
+    drop(daemon);
     assert_eq!(run.mailbox.status, Status::Done as u32, "{}", run.console);
     let res = run.mailbox.block;
     assert_eq!(res.errors, 0, "read-back mismatches: {}", run.console);
@@ -182,4 +206,44 @@ fn qemu_storage_daemon_killed_mid_job_and_restarted_at_depth_1() {
         return;
     }
     crash_mid_job_and_restart(qsd, 1);
+}
+
+#[test]
+fn our_daemon_killed_mid_job_and_restarted_resubmits_what_it_had_taken() {
+    if !kvm_or_skip() {
+        return;
+    }
+    crash_mid_job_and_restart(our_daemon, 16);
+}
+
+/// Not a test: the body of the daemon process [`our_daemon`] starts.
+#[test]
+#[ignore = "run by our_daemon_killed_mid_job_and_restarted_resubmits_what_it_had_taken"]
+fn blk_daemon_child() {
+    let Ok(args) = std::env::var(DAEMON_ENV) else {
+        return;
+    };
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (image, socket) = args.split_once(' ').expect("IMAGE SOCKET");
+    let config = DaemonConfig {
+        socket: socket.into(),
+        client: false,
+        backend: BackendSpec::File {
+            path: image.into(),
+            direct: false,
+            read_only: false,
+        },
+        read_only: false,
+        queues: 1,
+        queue_size: 256,
+        serve: ServeOptions {
+            poll: Duration::ZERO,
+        },
+        max_connections: 1,
+        max_mem_slots: 32,
+        user: None,
+    };
+    if let Err(e) = daemon::run(&config) {
+        panic!("daemon: {}", vmm::error_chain(&e));
+    }
 }
