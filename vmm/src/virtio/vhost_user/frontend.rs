@@ -162,7 +162,9 @@ impl VhostUserFrontend {
         VhostUserFrontend::with_connector(cfg, mem, connector)
     }
 
-    fn with_connector(
+    /// As [`VhostUserFrontend::connect`], with connections (the first and every
+    /// reconnection) from `connector`: a test double of the backend, for instance.
+    pub fn with_connector(
         cfg: FrontendConfig,
         mem: GuestMemoryMmap,
         connector: Box<dyn Connector>,

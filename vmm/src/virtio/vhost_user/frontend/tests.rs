@@ -372,3 +372,29 @@ fn a_driver_reset_stops_the_ring_and_the_next_driver_gets_a_fresh_region() {
     assert_eq!(gets.count(), 2, "a new region for the new driver: {log:?}");
     assert_eq!(log[log.len() - 6..], ring_start(0));
 }
+
+#[test]
+fn a_backend_that_accepts_and_never_answers_is_cut_off() {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mute.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mute = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // Takes every request, answers none; returns once the frontend shuts the socket.
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    });
+    let cfg = FrontendConfig {
+        reply_timeout: Duration::from_millis(100),
+        ..FrontendConfig::new(path, 1, 16)
+    };
+    let err = VhostUserFrontend::connect(cfg, ram().memory().clone())
+        .err()
+        .unwrap();
+    let text = crate::error_chain(&err);
+    assert!(text.starts_with("vhost-user GET_FEATURES to "), "{text}");
+    mute.join().unwrap();
+}
