@@ -78,12 +78,8 @@ impl VhostUserBlk {
         }
         let mut frontend = VhostUserFrontend::connect(
             FrontendConfig {
-                socket: cfg.socket.clone(),
-                queues: cfg.queues,
-                queue_size: cfg.queue_size,
                 device_protocol: BLK_PROTOCOL,
-                default_queues: 1,
-                backoff: Default::default(),
+                ..FrontendConfig::new(cfg.socket.clone(), cfg.queues, cfg.queue_size)
             },
             mem,
         )?;

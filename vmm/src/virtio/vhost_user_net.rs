@@ -150,12 +150,9 @@ fn check(cfg: &VhostUserNetConfig) -> Result<(), Error> {
 /// The frontend's configuration for `cfg`: two queues (receive, transmit).
 pub fn frontend_config(cfg: &VhostUserNetConfig) -> FrontendConfig {
     FrontendConfig {
-        socket: cfg.socket.clone(),
-        queues: QUEUES,
-        queue_size: cfg.queue_size,
         device_protocol: NET_PROTOCOL,
         default_queues: QUEUES,
-        backoff: Default::default(),
+        ..FrontendConfig::new(cfg.socket.clone(), QUEUES, cfg.queue_size)
     }
 }
 
@@ -327,7 +324,35 @@ mod tests {
     use super::*;
     use crate::memory::{GuestRam, RamConfig};
     use crate::virtio::device::QueueActivation;
-    use crate::virtio::vhost_user::Channel;
+    use crate::virtio::vhost_user::{Channel, Connector, Link};
+
+    /// Hands the frontend one connection to `backend`; the other end of its socket stays open
+    /// for the test's life, so the frontend never sees a hang-up.
+    struct OneLink {
+        link: Mutex<Option<Link>>,
+        _peer: std::os::unix::net::UnixStream,
+    }
+
+    impl Connector for OneLink {
+        fn connect(&self) -> std::io::Result<Link> {
+            self.link
+                .lock()
+                .unwrap()
+                .take()
+                .ok_or_else(|| std::io::ErrorKind::ConnectionRefused.into())
+        }
+    }
+
+    fn over(backend: FakeBackend) -> Box<OneLink> {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        Box::new(OneLink {
+            link: Mutex::new(Some(Link {
+                channel: Box::new(backend),
+                stream: ours,
+            })),
+            _peer: peer,
+        })
+    }
 
     /// A backend behind the frontend channel: answers with its features and configuration,
     /// records every request in order.
@@ -474,10 +499,10 @@ mod tests {
             log: log.clone(),
         };
         let c = cfg(mac);
-        let frontend = VhostUserFrontend::with_channel(
+        let frontend = VhostUserFrontend::with_connector(
             frontend_config(&c),
             ram.memory().clone(),
-            Box::new(backend),
+            over(backend),
         )
         .unwrap();
         (VhostUserNet::with_frontend(&c, frontend).unwrap(), log)
@@ -736,10 +761,10 @@ mod tests {
             log,
         };
         let c = cfg(None);
-        let err = VhostUserFrontend::with_channel(
+        let err = VhostUserFrontend::with_connector(
             frontend_config(&c),
             ram().memory().clone(),
-            Box::new(backend),
+            over(backend),
         )
         .err()
         .unwrap();

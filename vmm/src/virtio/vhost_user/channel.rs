@@ -4,11 +4,42 @@
 
 use std::fs::File;
 use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserInflight};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
+
+/// A fresh connection: the channel for requests and the socket it runs over, which the
+/// frontend watches for the backend's hang-up and shuts down when a reply is overdue.
+pub struct Link {
+    pub channel: Box<dyn Channel>,
+    pub stream: UnixStream,
+}
+
+/// Opens connections to one backend (again after it went away).
+pub trait Connector: Send + Sync {
+    fn connect(&self) -> std::io::Result<Link>;
+}
+
+/// The vhost crate's frontend over a Unix socket.
+pub struct SocketConnector {
+    pub socket: PathBuf,
+    pub queues: u16,
+}
+
+impl Connector for SocketConnector {
+    fn connect(&self) -> std::io::Result<Link> {
+        let stream = UnixStream::connect(&self.socket)?;
+        let watched = stream.try_clone()?;
+        Ok(Link {
+            channel: Box::new(Frontend::from_stream(stream, u64::from(self.queues))),
+            stream: watched,
+        })
+    }
+}
 
 /// One vhost-user connection's requests, as the frontend uses them.
 pub trait Channel: Send {

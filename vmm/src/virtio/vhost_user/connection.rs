@@ -40,6 +40,28 @@ pub enum Error {
     Memory(#[source] vhost_user_mem::Error),
 }
 
+impl Error {
+    /// Whether the request failed because the socket broke or the backend's reply made no
+    /// sense (after which the stream cannot be trusted): the cure is a new connection.
+    pub fn is_connection_loss(&self) -> bool {
+        use vhost::vhost_user::Error as Vu;
+        matches!(
+            self,
+            Error::Request {
+                source: vhost::Error::VhostUserProtocol(
+                    Vu::PartialMessage
+                        | Vu::Disconnected
+                        | Vu::SocketBroken(_)
+                        | Vu::SocketError(_)
+                        | Vu::InvalidMessage
+                        | Vu::IncorrectFds
+                ),
+                ..
+            }
+        )
+    }
+}
+
 /// A negotiated connection.
 pub struct Connection {
     channel: Box<dyn Channel>,

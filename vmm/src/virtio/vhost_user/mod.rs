@@ -6,10 +6,12 @@
 mod backoff;
 mod channel;
 mod connection;
+mod deadline;
 mod frontend;
 mod inflight;
+mod reconnect;
 
 pub use backoff::Backoff;
-pub use channel::Channel;
+pub use channel::{Channel, Connector, Link};
 pub use connection::{Error as ConnectionError, GENERIC_PROTOCOL};
-pub use frontend::{Error, FrontendConfig, VhostUserFrontend};
+pub use frontend::{Error, FrontendConfig, Status, VhostUserFrontend};
