@@ -2,6 +2,8 @@
 
 pub mod engine;
 pub mod host_net;
+pub mod net;
 pub mod nvme;
 pub mod vfio_user_nvme;
+pub mod vhost_user;
 pub mod vhost_user_blk;

@@ -8,14 +8,13 @@
 //! - [`daemon`]: socket, connections, SIGTERM
 
 pub mod backend;
-pub mod chain;
+pub use crate::vhost_user::{chain, memory};
 pub mod config;
 pub mod daemon;
 mod inflight;
-pub mod memory;
 pub mod queue;
 pub mod request;
-mod signal;
+use crate::vhost_user::signal;
 #[cfg(test)]
 mod testing;
 
