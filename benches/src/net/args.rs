@@ -1,0 +1,197 @@
+//! The `net` subcommand's flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use iopath_mailbox::net::NetWorkload;
+use vmm::units::{parse_duration, parse_size};
+
+use super::{parse_frame, parse_workload, testpmd, vhost_net, Far, NetOptions, NetPath};
+
+#[derive(Args, Debug, Default)]
+pub struct NetArgs {
+    /// Paths to compare, comma separated: emulated, virtio, native [default: all three].
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Option<Vec<NetPath>>,
+    /// Peers beside our paths: testpmd (DPDK testpmd as the guest's vhost-user-net backend,
+    /// and with no VM as a virtio-user frontend of our daemon). Skipped if not installed.
+    #[arg(long, value_delimiter = ',', value_parser = ["testpmd"])]
+    pub peer: Vec<String>,
+    /// Workloads, comma separated: tx (frames per second), rr (round trips) [default: both].
+    #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
+    pub workload: Option<Vec<NetWorkload>>,
+    /// Frame sizes in bytes without FCS, 60..=1514, comma separated [default: 64,1514].
+    #[arg(long, value_delimiter = ',', value_parser = parse_frame)]
+    pub frame: Option<Vec<u32>>,
+    /// Frames in flight (rr) or per notification (tx), comma separated [default: 1,32].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub depth: Option<Vec<u16>>,
+    /// What turns frames around, comma separated: reflect (each path's own process), netns (a
+    /// reflector in a network namespace behind a TAP device; needs root and iproute2)
+    /// [default: reflect].
+    #[arg(long, value_delimiter = ',')]
+    pub far: Option<Vec<Far>>,
+    /// Run time of each run [default: 3s].
+    #[arg(long, value_parser = parse_duration)]
+    pub runtime: Option<Duration>,
+    /// An unmeasured run before each measured one [default: none].
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Runs of each path in each cell; the table shows medians [default: 3].
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Round trip: a frame not back after this long is lost [default: 100ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Guest RAM of each VM [default: 256M].
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Our vhost-user-net daemon [default: iopath-vhost-user-net beside this executable or on
+    /// PATH].
+    #[arg(long)]
+    pub vhost_user_net_bin: Option<PathBuf>,
+    /// Print the result file's JSON to stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Where result files go.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--far netns cannot run here")]
+    Netns(#[source] backends::host_net::Error),
+    #[error("--vhost-user-net-bin {0}: no such file")]
+    NoDaemon(PathBuf),
+}
+
+/// The options to run, and peers that were asked for but cannot run here (with why).
+pub struct Resolved {
+    pub options: NetOptions,
+    pub skipped_peers: Vec<String>,
+}
+
+impl NetArgs {
+    pub fn resolve(&self) -> Result<Resolved, Error> {
+        let mut o = NetOptions::default();
+        if let Some(v) = &self.paths {
+            o.paths = v.clone();
+        }
+        if let Some(v) = &self.workload {
+            o.workloads = v.clone();
+        }
+        if let Some(v) = &self.frame {
+            o.frame_sizes = v.clone();
+        }
+        if let Some(v) = &self.depth {
+            o.depths = v.clone();
+        }
+        if let Some(v) = &self.far {
+            o.fars = v.clone();
+        }
+        if let Some(v) = self.runtime {
+            o.runtime = v;
+        }
+        if let Some(v) = self.warmup {
+            o.warmup = v;
+        }
+        if let Some(v) = self.repeat {
+            o.repeat = v;
+        }
+        if let Some(v) = self.timeout {
+            o.timeout = v;
+        }
+        if let Some(v) = self.memory {
+            o.memory = v;
+        }
+        if let Some(bin) = &self.vhost_user_net_bin {
+            if !bin.is_file() {
+                return Err(Error::NoDaemon(bin.clone()));
+            }
+            o.vhost_user_net_bin = Some(bin.clone());
+        }
+        if o.fars.contains(&Far::Netns) {
+            backends::host_net::available().map_err(Error::Netns)?;
+        }
+        let mut skipped_peers = Vec::new();
+        for peer in &self.peer {
+            match peer.as_str() {
+                "testpmd" if testpmd::find().is_none() => skipped_peers.push(format!(
+                    "testpmd: {} is not installed (apt install dpdk)",
+                    testpmd::TESTPMD
+                )),
+                "testpmd" if o.vhost_user_net_bin.is_none() && vhost_net::find().is_none() => {
+                    skipped_peers.push(format!(
+                        "testpmd: its frontend row needs our {} (not found)",
+                        vhost_net::DAEMON
+                    ));
+                    insert_before_native(&mut o.paths, NetPath::VirtioTestpmd);
+                }
+                "testpmd" => {
+                    insert_before_native(&mut o.paths, NetPath::VirtioTestpmd);
+                    insert_before_native(&mut o.paths, NetPath::TestpmdFrontend);
+                }
+                other => skipped_peers.push(format!("{other}: unknown peer (expected testpmd)")),
+            }
+        }
+        Ok(Resolved {
+            options: o,
+            skipped_peers,
+        })
+    }
+}
+
+/// Adds a peer's path beside ours, before native (the reference stays last).
+fn insert_before_native(paths: &mut Vec<NetPath>, p: NetPath) {
+    if !paths.contains(&p) {
+        let at = paths.iter().position(|x| *x == NetPath::Native);
+        paths.insert(at.unwrap_or(paths.len()), p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_defaults() {
+        let args = NetArgs {
+            paths: Some(vec![NetPath::Native]),
+            frame: Some(vec![60]),
+            depth: Some(vec![4]),
+            repeat: Some(1),
+            ..NetArgs::default()
+        };
+        let o = args.resolve().unwrap().options;
+        assert_eq!(o.paths, [NetPath::Native]);
+        assert_eq!((o.frame_sizes, o.depths, o.repeat), (vec![60], vec![4], 1));
+        assert_eq!(o.fars, [Far::Reflect], "default far end");
+        assert_eq!(o.workloads, NetWorkload::ALL);
+    }
+
+    #[test]
+    fn peers_go_before_native_or_are_skipped_with_a_reason() {
+        let args = NetArgs {
+            peer: vec!["testpmd".into()],
+            ..NetArgs::default()
+        };
+        let r = args.resolve().unwrap();
+        if testpmd::find().is_none() {
+            assert!(r.skipped_peers[0].contains("apt install dpdk"));
+            assert_eq!(r.options.paths, NetOptions::default().paths);
+        } else {
+            assert_eq!(r.options.paths.last(), Some(&NetPath::Native));
+            assert!(r.options.paths.contains(&NetPath::VirtioTestpmd));
+        }
+        let missing = NetArgs {
+            vhost_user_net_bin: Some("/nonexistent/daemon".into()),
+            ..NetArgs::default()
+        };
+        assert!(matches!(missing.resolve(), Err(Error::NoDaemon(_))));
+    }
+}
