@@ -14,6 +14,8 @@ use super::{Error, NetNs, PacketSocket};
 
 /// How often a receive gives up to look at the stop flag.
 const POLL: Duration = Duration::from_millis(20);
+/// Socket receive buffer: a few thousand frames of slack behind a burst.
+const RCVBUF: usize = 8 << 20;
 /// A frame buffer: the largest frame at a 1500-byte MTU, with room to spot longer ones.
 const BUF: usize = 2048;
 
@@ -84,6 +86,9 @@ impl FarEnd {
                     .and_then(|()| PacketSocket::open(&ifname, ETHERTYPE, Some(POLL)));
                 match socket {
                     Ok(s) => {
+                        if let Err(e) = s.set_recv_buffer(RCVBUF) {
+                            log::debug!("far end on {}: receive buffer: {e}", s.ifname());
+                        }
                         let _ = ready_tx.send(Ok(()));
                         serve(&s, mode, &stop2, &counters2);
                     }

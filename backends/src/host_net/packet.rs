@@ -60,6 +60,23 @@ impl PacketSocket {
         if ret != 0 {
             return Err(err(io::Error::last_os_error()));
         }
+        let on: libc::c_int = 1;
+        // Straight to the driver, past the qdisc: a TAP that just got its carrier keeps the
+        // no-op qdisc (which drops everything) until the kernel's link watch runs, up to a
+        // second later, and the first frames of a run would be lost there.
+        // SAFETY: PACKET_QDISC_BYPASS reads one int from `on`, which outlives the call.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                std::ptr::addr_of!(on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if ret != 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
         if let Some(t) = timeout {
             let tv = libc::timeval {
                 tv_sec: t.as_secs() as libc::time_t,
@@ -83,6 +100,28 @@ impl PacketSocket {
             fd,
             ifname: ifname.into(),
         })
+    }
+
+    /// Asks for a receive buffer of `bytes` (as root past `rmem_max`): a far end that falls
+    /// behind a burst drops fewer frames.
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        let n = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: the option reads one int from `n`, which outlives the call.
+            let ret = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    std::ptr::addr_of!(n).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if ret == 0 {
+                return Ok(());
+            }
+        }
+        Err(io::Error::last_os_error())
     }
 
     pub fn ifname(&self) -> &str {
