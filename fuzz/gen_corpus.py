@@ -216,3 +216,33 @@ for i, s in enumerate(["path=/tmp/x.img,direct=on,iface=nvme", "null=64M", "null
                        "null:1G", "null:4096", "path=a,readonly=off", "null=1T,iface=vhost-user",
                        "file,ro:a:b,c"]):
     write(dc, "spec%02d" % i, s.encode())
+
+
+# ---- virtio_net_chains ---------------------------------------------------------------------
+net = "virtio_net_chains"
+eth = b"\x02\0\0\0\0\x99" + b"\x52\x54\0\x12\x34\x56" + b"\x88\xb5" + bytes(range(60))
+vnet = bytes(12)
+write(net, "tx_two_descs", u8(0) + u16(0) + u16(8) + u16(0) + u16(1530) + u8(0)
+      + image([(0, desc(0x1000, 12, F_NEXT, 1) + desc(0x2000, len(eth), 0)), (0x1000, vnet), (0x2000, eth)]))
+write(net, "rx_one_desc", u8(0) + u16(0) + u16(8) + u16(0) + u16(1530) + u8(0)
+      + image([(0, desc(0x1000, 2048, F_WRITE))]))
+
+
+def ring_at(base):
+    return u16(base) + u16(base + 0x100) + u16(base + 0x200)
+
+
+def avail(heads):
+    return u16(0) + u16(len(heads)) + b"".join(u16(h) for h in heads)
+
+
+def pair(bits, parts):
+    return u8(1) + u8(3) + ring_at(0x1000) + ring_at(0x2000) + ring_at(0x3000) + u8(bits) + image(parts, 0x8000)
+
+
+rx_bufs = [(0x1000, b"".join(desc(0x6000 + 0x200 * i, 0x200, F_WRITE) for i in range(4))), (0x1100, avail([0, 1, 2, 3]))]
+tx_frame = [(0x2000, desc(0x5000, 12 + len(eth), 0)), (0x2100, avail([0])), (0x5000, vnet + eth)]
+write(net, "reflect_mergeable", pair(0b1111, rx_bufs + tx_frame))
+write(net, "reflect_plain", pair(0, rx_bufs + tx_frame))
+ctrl = [(0x3000, desc(0x4000, 4, F_NEXT, 1) + desc(0x4010, 1, F_WRITE)), (0x3100, avail([0])), (0x4000, b"\x04\x00\x02\x00")]
+write(net, "ctrl_mq_pairs", pair(0, ctrl))

@@ -7,3 +7,4 @@ pub mod nvme;
 pub mod vfio_user_nvme;
 pub mod vhost_user;
 pub mod vhost_user_blk;
+pub mod vhost_user_net;

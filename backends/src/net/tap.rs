@@ -158,6 +158,14 @@ impl Tap {
         Ok(())
     }
 
+    /// Another fd for the same queue (a `dup`: flags such as non-blocking are shared).
+    pub fn try_clone(&self) -> io::Result<Tap> {
+        Ok(Tap {
+            file: self.file.try_clone()?,
+            name: self.name.clone(),
+        })
+    }
+
     /// Switches the fd between non-blocking (the default) and blocking.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         let fd = self.file.as_raw_fd();

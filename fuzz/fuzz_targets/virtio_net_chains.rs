@@ -1,0 +1,172 @@
+//! virtio-net queue pairs as a guest lays them out: TX and RX descriptor chains (direct and
+//! indirect), vnet headers and control commands, all from the fuzz input.
+//!
+//! Input: `[mode: u8]`, then
+//! - mode even, the chain walker and frame parsers alone: `[table: u16][size: u16][head: u16]
+//!   [max_tx: u16][cut: u8]` and guest memory (64 KiB from address 0). Checked: every slice
+//!   returned lies inside guest memory and a TX frame stays within its limit.
+//! - mode odd, one pair worker (with the control queue) over split rings as the daemon runs
+//!   it, on a reflect engine: `[size_log2: u8]` and `[desc: u16][avail: u16][used: u16]` for
+//!   RX, TX and control, `[features: u8]`, and guest memory.
+#![no_main]
+
+use std::sync::Arc;
+
+use backends::net::{Loopback, LoopbackMode};
+use backends::vhost_user::chain::{self, Desc};
+use backends::vhost_user::memory::address_space;
+use backends::vhost_user_net::config::NetConfig;
+use backends::vhost_user_net::frame;
+use backends::vhost_user_net::worker::{Ring, Rings, Worker};
+use iommu::DmaSlice;
+use iopath_fuzz::guest::{GuestMem, PAGE};
+use iopath_fuzz::input::Cursor;
+use libfuzzer_sys::fuzz_target;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+const MEM: usize = 0x10000;
+
+fn check_inside(mem: &GuestMem, slices: &[DmaSlice]) {
+    for s in slices {
+        assert!(
+            mem.contains(s.as_ptr(), s.len()),
+            "slice outside guest memory"
+        );
+    }
+}
+
+fn parse_one(c: &mut Cursor<'_>) {
+    let (table, size, head) = (u64::from(c.u16()), c.u16(), c.u16());
+    let max_tx = usize::from(c.u16());
+    let cut = usize::from(c.u8());
+    let mem = GuestMem::new(MEM / PAGE);
+    mem.write(0, c.rest());
+    let space = mem.space(&[cut], None);
+    let mut descs: Vec<Desc> = Vec::new();
+    if chain::walk(&space, table, size, head, &mut descs).is_err() {
+        return;
+    }
+    if let Ok(b) = frame::tx(&space, &descs, max_tx) {
+        check_inside(&mem, &b.segments);
+        assert!(b.len <= max_tx && b.len >= frame::MIN_TX);
+    }
+    if let Ok(b) = frame::rx(&space, &descs) {
+        check_inside(&mem, &b.segments);
+        let _ = frame::write_at(&space, &descs, 10, &[1, 0]);
+    }
+}
+
+struct TestRing<'a> {
+    queue: Queue,
+    mem: &'a GuestMemoryMmap,
+}
+
+impl Ring for TestRing<'_> {
+    fn is_live(&self) -> bool {
+        self.queue.ready()
+    }
+    fn desc_table(&self) -> u64 {
+        self.queue.desc_table()
+    }
+    fn avail_ring(&self) -> u64 {
+        self.queue.avail_ring()
+    }
+    fn size(&self) -> u16 {
+        self.queue.size()
+    }
+    fn next_avail(&self) -> u16 {
+        self.queue.next_avail()
+    }
+    fn pop_head(&mut self) -> Option<u16> {
+        self.queue
+            .pop_descriptor_chain(self.mem)
+            .map(|c| c.head_index())
+    }
+    fn add_used(&mut self, head: u16, len: u32) -> bool {
+        self.queue.add_used(self.mem, head, len).is_ok()
+    }
+    fn enable_notification(&mut self) -> bool {
+        self.queue.enable_notification(self.mem).unwrap_or(false)
+    }
+    fn disable_notification(&mut self) {
+        let _ = self.queue.disable_notification(self.mem);
+    }
+    fn signal(&mut self) {
+        let _ = self.queue.needs_notification(self.mem);
+    }
+}
+
+fn ring<'a>(
+    c: &mut Cursor<'_>,
+    size: u16,
+    event_idx: bool,
+    mem: &'a GuestMemoryMmap,
+) -> TestRing<'a> {
+    let (desc, avail, used) = (c.u16(), c.u16(), c.u16());
+    let mut queue = Queue::new(256).unwrap();
+    queue.set_size(size);
+    queue.set_desc_table_address(Some(u32::from(desc)), Some(0));
+    queue.set_avail_ring_address(Some(u32::from(avail)), Some(0));
+    queue.set_used_ring_address(Some(u32::from(used)), Some(0));
+    queue.set_event_idx(event_idx);
+    queue.set_ready(true);
+    TestRing { queue, mem }
+}
+
+fn run_pair(c: &mut Cursor<'_>) {
+    let size = 1u16 << (c.u8() % 9);
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
+    let mut rx = ring(c, size, true, &mem);
+    let mut tx = ring(c, size, true, &mem);
+    let mut ctrl = ring(c, size, false, &mem);
+    let bits = c.u8();
+    let image = c.rest();
+    vm_memory::Bytes::write_slice(&mem, &image[..image.len().min(MEM)], GuestAddress(0)).unwrap();
+
+    let config = NetConfig {
+        mac: [2, 0, 0, 0, 0, 1],
+        mtu: 1500,
+        queue_pairs: 2,
+        queue_size: 256,
+    };
+    // Feature subsets that change the worker's behaviour: MRG_RXBUF, host and guest TSO,
+    // GUEST_CSUM.
+    let mut features = 0u64;
+    for (i, bit) in [15u32, 11, 7, 1].iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            features |= 1 << bit;
+        }
+    }
+    let mut worker = Worker::new(
+        Box::new(Loopback::new(LoopbackMode::Reflect, 4)),
+        config.limits(0),
+        config.queue_pairs,
+    );
+    worker.set_limits(
+        config.limits(features),
+        backends::net::guest_offloads(features),
+    );
+    worker.set_space(Arc::new(address_space(Arc::new(mem.clone())).unwrap()));
+    let mut rings = Rings {
+        rx: &mut rx,
+        tx: &mut tx,
+        ctrl: Some(&mut ctrl),
+    };
+    for _ in 0..4 {
+        if worker.run(&mut rings, 16).1 {
+            break;
+        }
+    }
+    worker.drain(&mut rings);
+    assert_eq!(worker.in_flight(), 0);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut c = Cursor::new(data);
+    if c.u8() & 1 == 0 {
+        parse_one(&mut c);
+    } else {
+        run_pair(&mut c);
+    }
+});
