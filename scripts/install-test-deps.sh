@@ -11,10 +11,10 @@ fi
 # qemu-storage-daemon (a vhost-user-blk backend nobody here wrote), QEMU itself (the
 # `--peer qemu` VMM, which boots the bench guest through its PVH entry with SeaBIOS), a font
 # for the plots, iproute2 (`ip`: the network namespaces, veth pairs and TAP links of the net
-# tests and bench), dpdk (dpdk-testpmd: the `--peer testpmd` vhost-user-net peer, a frontend
-# and a backend nobody here wrote) and dpdk-dev. Each is checked first so a machine that has
-# them does not touch apt at all.
-wanted=(qemu-utils qemu-system-x86 fonts-dejavu-core iproute2 dpdk dpdk-dev "$@")
+# tests and bench) and dpdk-dev (dpdk-testpmd: the `--peer testpmd` vhost-user-net peer, a
+# frontend and a backend nobody here wrote). Each is checked first so a machine that has them
+# does not touch apt at all.
+wanted=(qemu-utils qemu-system-x86 fonts-dejavu-core iproute2 dpdk-dev "$@")
 packages=()
 for pkg in "${wanted[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || packages+=("$pkg")

@@ -20,6 +20,7 @@ use backends::nvme::ControllerConfig;
 use crate::boot::bench_guest;
 use crate::bus::{self, Bus};
 use crate::devices::done::{DonePort, DoneSignal};
+use crate::devices::e1000::E1000Device;
 use crate::devices::mark::MarkPort;
 use crate::devices::nvme::NvmeDevice;
 use crate::devices::probe::ExitProbe;
@@ -77,6 +78,8 @@ pub enum Error {
     Virtio(#[source] crate::virtio::transport::Error),
     #[error("disk {backend} cannot be reached through iface={iface}")]
     DiskIface { backend: String, iface: DiskIface },
+    #[error("e1000 NIC")]
+    E1000(#[source] crate::devices::e1000::Error),
     #[error("--net {backend}: no {iface} NIC in this VMM yet")]
     NetIface { backend: String, iface: NetIface },
     // Boxed: the passthrough errors are large and rare.
@@ -127,7 +130,7 @@ pub struct BenchRun {
     pub rss_beyond_ram_kib: Option<u64>,
     pub console: String,
     /// Exits taken on each disk's registers, in `disks` order, then on each passthrough
-    /// device's trapped BAR ranges, in `devices` order.
+    /// device's trapped BAR ranges, in `devices` order, then on each NIC's, in `nets` order.
     pub disk_exits: Vec<u64>,
     /// The part of `disk_exits` taken inside the guest's measured loops.
     pub disk_exits_measured: Vec<u64>,
@@ -351,17 +354,29 @@ fn add_disks(
 
 /// A device per NIC behind `root`; returns each NIC's exit counter.
 fn add_nets(
-    _vm: &Vm,
-    _root: &Mutex<PciRoot>,
+    vm: &Vm,
+    root: &Mutex<PciRoot>,
     nets: &[NetConfig],
 ) -> Result<Vec<Arc<std::sync::atomic::AtomicU64>>, Error> {
-    let counters = Vec::new();
-    // The NIC models land next: each iface gets its arm here.
-    if let Some(net) = nets.first() {
-        return Err(Error::NetIface {
-            backend: net.backend.to_string(),
-            iface: net.iface,
-        });
+    let mut counters = Vec::new();
+    for net in nets {
+        let dev: Arc<Mutex<dyn PciDevice>> = match net.iface {
+            NetIface::E1000 => {
+                let dev = E1000Device::attach(net, vm).map_err(Error::E1000)?;
+                counters.push(dev.exit_counter());
+                Arc::new(Mutex::new(dev))
+            }
+            iface => {
+                return Err(Error::NetIface {
+                    backend: net.backend.to_string(),
+                    iface,
+                })
+            }
+        };
+        root.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(dev)
+            .map_err(Error::Pci)?;
     }
     Ok(counters)
 }

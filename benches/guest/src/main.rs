@@ -7,6 +7,7 @@
 mod arch;
 mod block;
 mod clock;
+mod e1000;
 mod exits;
 mod mailbox;
 mod net;

@@ -1,7 +1,5 @@
 //! The net job: checks its parameters, opens the requested device and runs the workload through
 //! a [`device::NetQueue`], so every driver shares one measured loop.
-// The drivers (e1000, virtio-net) land next; until then only the parameter checks run.
-#![allow(dead_code)]
 
 pub mod device;
 mod pass;
@@ -10,6 +8,8 @@ use iopath_mailbox::net::{self, NetDevice, NetJob, NetResults, NetWorkload};
 use iopath_mailbox::{error, Job};
 
 use self::device::{NetConfig, NetQueue};
+use crate::e1000::E1000;
+use crate::pci::{self, Match};
 use crate::scratch::Scratch;
 use crate::{clock, log};
 
@@ -39,10 +39,14 @@ pub fn run(job: &Job) -> Result<NetResults, u32> {
         max_frame: p.frame_bytes,
         tsc_khz: p.tsc_khz,
     };
-    let scratch = Scratch::all();
-    let _ = (&cfg, scratch);
+    let mut scratch = Scratch::all();
     match p.device {
-        NetDevice::E1000 | NetDevice::VirtioNet => {
+        NetDevice::E1000 => {
+            let dev = pci::find(Match::E1000).ok_or(error::NO_DEVICE)?;
+            let mut nic = E1000::open(&dev, &mut scratch, &cfg)?;
+            run_on(&mut nic, &p, "e1000")
+        }
+        NetDevice::VirtioNet => {
             log!("net: no driver for {:?} in this guest yet", p.device);
             Err(error::NO_DEVICE)
         }

@@ -57,6 +57,11 @@ impl Match {
         subclass: 0x08,
         prog_if: 0x02,
     };
+    /// Intel 82540EM, what QEMU and iopath emulate as e1000.
+    pub const E1000: Match = Match::Id {
+        vendor: 0x8086,
+        device: 0x100e,
+    };
     /// Modern (virtio 1.0) virtio-blk: 0x1040 + device type 2.
     pub const VIRTIO_BLK: Match = Match::Id {
         vendor: 0x1af4,

@@ -122,7 +122,7 @@ impl NetArgs {
         for peer in &self.peer {
             match peer.as_str() {
                 "testpmd" if testpmd::find().is_none() => skipped_peers.push(format!(
-                    "testpmd: {} is not installed (apt install dpdk)",
+                    "testpmd: {} is not installed (apt install dpdk-dev)",
                     testpmd::TESTPMD
                 )),
                 "testpmd" if o.vhost_user_net_bin.is_none() && vhost_net::find().is_none() => {
@@ -182,7 +182,7 @@ mod tests {
         };
         let r = args.resolve().unwrap();
         if testpmd::find().is_none() {
-            assert!(r.skipped_peers[0].contains("apt install dpdk"));
+            assert!(r.skipped_peers[0].contains("apt install dpdk-dev"));
             assert_eq!(r.options.paths, NetOptions::default().paths);
         } else {
             assert_eq!(r.options.paths.last(), Some(&NetPath::Native));

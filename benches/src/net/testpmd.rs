@@ -15,7 +15,7 @@ use super::{NetSample, NetWork};
 use crate::block::sample::{Counts, Sample};
 use crate::block::vhost_backend::{self, BackendProcess};
 
-/// Debian's `dpdk` package.
+/// Debian's `dpdk-dev` package.
 pub const TESTPMD: &str = "dpdk-testpmd";
 /// How long testpmd may take to initialise and print its first statistics.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -87,6 +87,11 @@ impl ConfigSpace {
         c
     }
 
+    /// Declares an INTx pin (1 = INTA) and the line firmware routed it to.
+    pub fn set_interrupt(&mut self, pin: u8, line: u8) {
+        self.regs[INTERRUPT_REG] = u32::from(line) | u32::from(pin) << 8;
+    }
+
     /// Declares BAR `index`. A 64-bit BAR also takes `index + 1`.
     pub fn add_bar(&mut self, index: usize, bar: Bar) -> Result<(), Error> {
         let wide = matches!(bar.kind, BarKind::Mem64 { .. });
