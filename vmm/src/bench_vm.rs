@@ -27,11 +27,12 @@ use crate::devices::probe::ExitProbe;
 use crate::devices::serial::{ConsoleSink, IrqTrigger, Serial};
 use crate::disk::{DiskBackend, DiskConfig, DiskIface};
 use crate::memory::RamConfig;
-use crate::net::{NetConfig, NetIface};
+use crate::net::{NetBackend, NetConfig, NetIface};
 use crate::pci::{self, PciConfigIo, PciConfigMmio, PciDevice, PciRoot};
 use crate::vcpu::{self, ExitCounters, ExitCounts, Vcpu, VcpuShared};
 use crate::vfio::{self, DeviceConfig, Passthrough};
 use crate::virtio::vhost_user_blk::VhostUserBlk;
+use crate::virtio::vhost_user_net::{VhostUserNet, VhostUserNetConfig};
 use crate::virtio::VirtioPciDevice;
 use crate::vm::{self, Vm};
 
@@ -74,6 +75,8 @@ pub enum Error {
     Pci(#[source] pci::root::Error),
     #[error("vhost-user disk")]
     VhostUser(#[source] crate::virtio::vhost_user_blk::Error),
+    #[error("vhost-user NIC")]
+    VhostUserNet(#[source] crate::virtio::vhost_user_net::Error),
     #[error("virtio-pci device")]
     Virtio(#[source] crate::virtio::transport::Error),
     #[error("disk {backend} cannot be reached through iface={iface}")]
@@ -360,15 +363,37 @@ fn add_nets(
 ) -> Result<Vec<Arc<std::sync::atomic::AtomicU64>>, Error> {
     let mut counters = Vec::new();
     for net in nets {
-        let dev: Arc<Mutex<dyn PciDevice>> = match net.iface {
-            NetIface::E1000 => {
+        let dev: Arc<Mutex<dyn PciDevice>> = match (&net.backend, net.iface) {
+            (
+                NetBackend::VhostUser {
+                    socket,
+                    queue_pairs,
+                    queue_size,
+                },
+                NetIface::VhostUser,
+            ) => {
+                let cfg = VhostUserNetConfig {
+                    socket: socket.clone(),
+                    queue_pairs: *queue_pairs,
+                    queue_size: *queue_size,
+                    mac: net.mac,
+                };
+                let nic = VhostUserNet::connect(&cfg, vm.ram().memory().clone())
+                    .map_err(Error::VhostUserNet)?;
+                let dev =
+                    VirtioPciDevice::new(Box::new(nic), vm.ioevent_registrar(), vm.msi_sink())
+                        .map_err(Error::Virtio)?;
+                counters.push(dev.exit_counter());
+                Arc::new(Mutex::new(dev))
+            }
+            (_, NetIface::E1000) => {
                 let dev = E1000Device::attach(net, vm).map_err(Error::E1000)?;
                 counters.push(dev.exit_counter());
                 Arc::new(Mutex::new(dev))
             }
-            iface => {
+            (backend, iface) => {
                 return Err(Error::NetIface {
-                    backend: net.backend.to_string(),
+                    backend: backend.to_string(),
                     iface,
                 })
             }

@@ -11,6 +11,7 @@ use self::device::{NetConfig, NetQueue};
 use crate::e1000::E1000;
 use crate::pci::{self, Match};
 use crate::scratch::Scratch;
+use crate::virtio::VirtioNet;
 use crate::{clock, log};
 
 /// Frames in flight (round trip) or per notification (tx): bounds the guest's bookkeeping.
@@ -47,8 +48,9 @@ pub fn run(job: &Job) -> Result<NetResults, u32> {
             run_on(&mut nic, &p, "e1000")
         }
         NetDevice::VirtioNet => {
-            log!("net: no driver for {:?} in this guest yet", p.device);
-            Err(error::NO_DEVICE)
+            let dev = pci::find(Match::VIRTIO_NET).ok_or(error::NO_DEVICE)?;
+            let mut nic = VirtioNet::open(&dev, &mut scratch, &cfg)?;
+            run_on(&mut nic, &p, "virtio-net")
         }
     }
 }

@@ -67,6 +67,11 @@ impl Match {
         vendor: 0x1af4,
         device: 0x1042,
     };
+    /// Modern virtio-net: 0x1040 + device type 1.
+    pub const VIRTIO_NET: Match = Match::Id {
+        vendor: 0x1af4,
+        device: 0x1041,
+    };
 }
 
 /// A function on bus 0.

@@ -292,9 +292,10 @@ fn run(args: Args) -> Result<(), Error> {
             "p50_us": n.latency.quantile(0.5).map(us),
             "p99_us": n.latency.quantile(0.99).map(us),
             "mac": format!("{:02x?}", iopath_mailbox::net::mac_from_u64(n.mac)),
-            // Exits on each NIC's registers, in all and inside the measured loop.
-            "nic_exits": run.disk_exits,
-            "nic_exits_measured": run.disk_exits_measured,
+            // Trapped register accesses per device (disks, passthrough functions, then NICs),
+            // in all and inside the measured loop.
+            "device_exits": run.disk_exits,
+            "device_exits_measured": run.disk_exits_measured,
             "vm_exits": run.exits,
         });
         out(&serde_json::to_string_pretty(&doc).map_err(Error::Json)?)?;

@@ -11,8 +11,10 @@ pub mod common_cfg;
 pub mod device;
 pub mod notify;
 pub mod transport;
+pub mod vhost_user;
 pub mod vhost_user_blk;
 pub mod vhost_user_mem;
+pub mod vhost_user_net;
 
 pub use device::{ActivateError, Activation, QueueActivation, VirtioDevice};
 pub use notify::IoEventRegistrar;
@@ -28,3 +30,5 @@ pub const NO_VECTOR: u16 = 0xffff;
 
 /// The virtio device type of a block device (virtio 1.x section 5).
 pub const DEVICE_TYPE_BLOCK: u16 = 2;
+/// The virtio device type of a network device.
+pub const DEVICE_TYPE_NET: u16 = 1;

@@ -97,7 +97,7 @@ impl VirtioPciDevice {
         let kind = device.device_type();
         let (class, subclass) = match kind {
             super::DEVICE_TYPE_BLOCK => (0x01, 0x80),
-            1 => (0x02, 0x00),
+            super::DEVICE_TYPE_NET => (0x02, 0x00),
             _ => (0xff, 0x00),
         };
         let mut config = ConfigSpace::new(PciIds {

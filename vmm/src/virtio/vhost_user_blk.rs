@@ -3,24 +3,15 @@
 //! memory, the rings and the kick/call eventfds. From then on the data path is guest <->
 //! backend; the VMM is not on it.
 //!
-//! Connection set-up follows QEMU's vhost-user frontend: SET_OWNER, GET_FEATURES,
-//! GET/SET_PROTOCOL_FEATURES (CONFIG, MQ, REPLY_ACK, CONFIGURE_MEM_SLOTS when offered),
-//! GET_QUEUE_NUM, GET_CONFIG. Guest memory goes to the backend once per connection (it never
-//! changes), on the first activation: ADD_MEM_REG per region when CONFIGURE_MEM_SLOTS was
-//! negotiated, else SET_MEM_TABLE. A driver reset stops the rings with GET_VRING_BASE.
-//!
-//! Requests are synchronous on the calling thread (the vCPU thread for activation) with no
-//! timeout: the vhost crate retries a timed-out socket read, so a backend that accepts and
-//! then never answers stalls the VMM until it hangs up.
+//! The device-independent part (connection, memory, rings, in-flight region, reconnection)
+//! is [`VhostUserFrontend`]; this file adds what is blk's own: the features offered, the
+//! configuration space (GET_CONFIG once at connection, SET_CONFIG for the writeback toggle)
+//! and INFLIGHT_SHMFD, which lets a restarted backend resubmit requests a crashed one had
+//! taken.
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
-use vhost::vhost_user::{
-    Frontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
-};
-use vhost::{VhostBackend, VringConfigData};
+use vhost::vhost_user::VhostUserProtocolFeatures;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
     VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
@@ -31,7 +22,8 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use vm_memory::GuestMemoryMmap;
 
 use super::device::{ActivateError, Activation, VirtioDevice};
-use super::{feature, vhost_user_mem, DEVICE_TYPE_BLOCK};
+use super::vhost_user::{self, FrontendConfig, VhostUserFrontend};
+use super::{feature, DEVICE_TYPE_BLOCK};
 
 /// struct virtio_blk_config up to and including write_zeroes_may_unmap and its padding
 /// (section 5.2.4): what every backend knows.
@@ -43,44 +35,21 @@ const CONFIG_WCE: usize = 32;
 /// Queue size offered when the configuration names none.
 pub const DEFAULT_QUEUE_SIZE: u16 = 256;
 
-/// Protocol features the frontend uses.
-const PROTOCOL: VhostUserProtocolFeatures = VhostUserProtocolFeatures::CONFIG
-    .union(VhostUserProtocolFeatures::MQ)
-    .union(VhostUserProtocolFeatures::REPLY_ACK)
-    .union(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS);
+/// Protocol features blk uses on top of the generic ones.
+const BLK_PROTOCOL: VhostUserProtocolFeatures =
+    VhostUserProtocolFeatures::CONFIG.union(VhostUserProtocolFeatures::INFLIGHT_SHMFD);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("connecting to vhost-user socket {}", .0.display())]
-    Connect(PathBuf, #[source] std::io::Error),
-    #[error("vhost-user {what} to {} failed", socket.display())]
-    Request {
-        socket: PathBuf,
-        what: &'static str,
-        #[source]
-        source: vhost::Error,
-    },
-    #[error("the vhost-user backend does not offer VIRTIO_F_VERSION_1 (features {0:#x})")]
-    NotModern(u64),
+    #[error(transparent)]
+    Frontend(#[from] vhost_user::Error),
     #[error(
         "the vhost-user backend does not offer VHOST_USER_PROTOCOL_F_CONFIG: the disk's size is \
          unknown"
     )]
     NoConfig,
-    #[error("{want} queues asked for, the vhost-user backend has {have}")]
-    TooManyQueues { want: u16, have: u64 },
     #[error("queues={0}: expected 1 to 64")]
     BadQueueCount(u16),
-    #[error("queue_size={0}: expected a power of two from 2 to 32768")]
-    BadQueueSize(u16),
-    #[error("guest RAM has {regions} regions, the vhost-user backend takes {slots}")]
-    TooManyRegions { regions: usize, slots: u64 },
-    #[error("guest memory")]
-    Memory(#[source] vhost_user_mem::Error),
-    #[error("the driver accepted features {0:#x} that were not offered")]
-    UnofferedFeatures(u64),
-    #[error("queue {index}: size {size} is not a power of two up to {max}")]
-    QueueSize { index: u16, size: u16, max: u16 },
 }
 
 /// What to connect to and what to offer the guest.
@@ -94,56 +63,10 @@ pub struct VhostUserBlkConfig {
 }
 
 pub struct VhostUserBlk {
-    frontend: Frontend,
-    socket: PathBuf,
-    /// VHOST_USER_F_PROTOCOL_FEATURES, if the backend offered it: must be acked with the
-    /// virtio features so that rings are enabled with SET_VRING_ENABLE.
-    protocol_bit: u64,
-    protocol: VhostUserProtocolFeatures,
+    frontend: VhostUserFrontend,
     offered: u64,
     config: [u8; CONFIG_LEN],
     queue_sizes: Vec<u16>,
-    mem: GuestMemoryMmap,
-    mem_sent: bool,
-    /// Queues the backend is running, to stop on reset.
-    started: Vec<u16>,
-}
-
-/// Names a failed request and the backend it went to.
-fn req<T>(socket: &Path, what: &'static str, r: vhost::Result<T>) -> Result<T, Error> {
-    r.map_err(|source| Error::Request {
-        socket: socket.to_path_buf(),
-        what,
-        source,
-    })
-}
-
-/// Acks the protocol features this frontend uses, if the backend has any.
-fn negotiate_protocol(
-    frontend: &mut Frontend,
-    socket: &Path,
-    backend: u64,
-) -> Result<VhostUserProtocolFeatures, Error> {
-    if backend & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() == 0 {
-        return Ok(VhostUserProtocolFeatures::empty());
-    }
-    let offered = req(
-        socket,
-        "GET_PROTOCOL_FEATURES",
-        frontend.get_protocol_features(),
-    )?;
-    let protocol = offered & PROTOCOL;
-    req(
-        socket,
-        "SET_PROTOCOL_FEATURES",
-        frontend.set_protocol_features(protocol),
-    )?;
-    if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
-        // Every request then gets a status reply: a backend refusal surfaces as an error at
-        // the request that caused it.
-        frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
-    }
-    Ok(protocol)
 }
 
 impl VhostUserBlk {
@@ -153,69 +76,41 @@ impl VhostUserBlk {
         if cfg.queues == 0 || cfg.queues > 64 {
             return Err(Error::BadQueueCount(cfg.queues));
         }
-        if !cfg.queue_size.is_power_of_two() || cfg.queue_size < 2 || cfg.queue_size > 32768 {
-            return Err(Error::BadQueueSize(cfg.queue_size));
-        }
-        let stream =
-            UnixStream::connect(&cfg.socket).map_err(|e| Error::Connect(cfg.socket.clone(), e))?;
-        let mut frontend = Frontend::from_stream(stream, u64::from(cfg.queues));
-        req(&cfg.socket, "SET_OWNER", frontend.set_owner())?;
-        let backend = req(&cfg.socket, "GET_FEATURES", frontend.get_features())?;
-        if backend & feature(VIRTIO_F_VERSION_1) == 0 {
-            return Err(Error::NotModern(backend));
-        }
-        let protocol_bit = backend & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        let protocol = negotiate_protocol(&mut frontend, &cfg.socket, backend)?;
-        if protocol.contains(VhostUserProtocolFeatures::MQ) {
-            let have = req(&cfg.socket, "GET_QUEUE_NUM", frontend.get_queue_num())?;
-            if have < u64::from(cfg.queues) {
-                return Err(Error::TooManyQueues {
-                    want: cfg.queues,
-                    have,
-                });
-            }
-        } else if cfg.queues > 1 {
-            return Err(Error::TooManyQueues {
-                want: cfg.queues,
-                have: 1,
-            });
-        }
-        if !protocol.contains(VhostUserProtocolFeatures::CONFIG) {
+        let mut frontend = VhostUserFrontend::connect(
+            FrontendConfig {
+                socket: cfg.socket.clone(),
+                queues: cfg.queues,
+                queue_size: cfg.queue_size,
+                device_protocol: BLK_PROTOCOL,
+                default_queues: 1,
+                backoff: Default::default(),
+            },
+            mem,
+        )?;
+        if !frontend
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG)
+        {
             return Err(Error::NoConfig);
         }
-        let (_, payload) = req(
-            &cfg.socket,
-            "GET_CONFIG",
-            frontend.get_config(
-                0,
-                CONFIG_LEN as u32,
-                VhostUserConfigFlags::empty(),
-                &[0; CONFIG_LEN],
-            ),
-        )?;
-        let offered = guest_features(backend, cfg.queues);
+        let payload = frontend.get_config(0, CONFIG_LEN as u32)?;
+        let offered = guest_features(frontend.backend_features(), cfg.queues);
+        frontend.offer(offered);
         let config = blk_config(&payload, offered, cfg.queues);
         log::debug!(
-            "vhost-user-blk {}: backend features {backend:#x}, protocol {:#x}, offering {offered:#x}",
-            cfg.socket.display(),
-            protocol.bits()
+            "vhost-user-blk {}: offering {offered:#x}",
+            cfg.socket.display()
         );
         Ok(VhostUserBlk {
             frontend,
-            socket: cfg.socket.clone(),
-            protocol_bit,
-            protocol,
             offered,
             config,
             queue_sizes: vec![cfg.queue_size; usize::from(cfg.queues)],
-            mem,
-            mem_sent: false,
-            started: Vec::new(),
         })
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        self.frontend.socket()
     }
 
     /// Disk size in 512-byte sectors, as the backend reported it.
@@ -223,95 +118,6 @@ impl VhostUserBlk {
         let mut b = [0u8; 8];
         b.copy_from_slice(&self.config[..8]);
         u64::from_le_bytes(b)
-    }
-
-    fn send_memory(&mut self) -> Result<(), Error> {
-        if self.mem_sent {
-            return Ok(());
-        }
-        let regions = vhost_user_mem::regions(&self.mem).map_err(Error::Memory)?;
-        if self
-            .protocol
-            .contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS)
-        {
-            let slots = req(
-                &self.socket,
-                "GET_MAX_MEM_SLOTS",
-                self.frontend.get_max_mem_slots(),
-            )?;
-            if regions.len() as u64 > slots {
-                return Err(Error::TooManyRegions {
-                    regions: regions.len(),
-                    slots,
-                });
-            }
-            for r in &regions {
-                req(&self.socket, "ADD_MEM_REG", self.frontend.add_mem_region(r))?;
-            }
-        } else {
-            req(
-                &self.socket,
-                "SET_MEM_TABLE",
-                self.frontend.set_mem_table(&regions),
-            )?;
-        }
-        self.mem_sent = true;
-        Ok(())
-    }
-
-    fn start(&mut self, a: Activation) -> Result<(), Error> {
-        if a.features & !self.offered != 0 {
-            return Err(Error::UnofferedFeatures(a.features & !self.offered));
-        }
-        req(
-            &self.socket,
-            "SET_FEATURES",
-            self.frontend.set_features(a.features | self.protocol_bit),
-        )?;
-        self.send_memory()?;
-        for q in &a.queues {
-            let i = usize::from(q.index);
-            let max = self.queue_sizes.get(i).copied().unwrap_or(0);
-            if !q.size.is_power_of_two() || q.size > max {
-                return Err(Error::QueueSize {
-                    index: q.index,
-                    size: q.size,
-                    max,
-                });
-            }
-            let addrs = vhost_user_mem::ring_addrs(&self.mem, q).map_err(Error::Memory)?;
-            let f = &mut self.frontend;
-            req(&self.socket, "SET_VRING_NUM", f.set_vring_num(i, q.size))?;
-            req(
-                &self.socket,
-                "SET_VRING_ADDR",
-                f.set_vring_addr(
-                    i,
-                    &VringConfigData {
-                        queue_max_size: max,
-                        queue_size: q.size,
-                        flags: 0,
-                        desc_table_addr: addrs.desc,
-                        used_ring_addr: addrs.device,
-                        avail_ring_addr: addrs.driver,
-                        log_addr: None,
-                    },
-                ),
-            )?;
-            // A fresh driver starts its rings at index 0.
-            req(&self.socket, "SET_VRING_BASE", f.set_vring_base(i, 0))?;
-            req(&self.socket, "SET_VRING_CALL", f.set_vring_call(i, &q.call))?;
-            req(&self.socket, "SET_VRING_KICK", f.set_vring_kick(i, &q.kick))?;
-            self.started.push(q.index);
-            if self.protocol_bit != 0 {
-                req(
-                    &self.socket,
-                    "SET_VRING_ENABLE",
-                    f.set_vring_enable(i, true),
-                )?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -389,45 +195,25 @@ impl VirtioDevice for VhostUserBlk {
         if self.offered & feature(VIRTIO_BLK_F_CONFIG_WCE) == 0 {
             return;
         }
-        match self
-            .frontend
-            .set_config(CONFIG_WCE as u32, VhostUserConfigFlags::empty(), data)
-        {
+        match self.frontend.set_config(CONFIG_WCE as u32, data) {
             Ok(()) => self.config[CONFIG_WCE] = data[0],
             Err(e) => log::warn!(
-                "vhost-user-blk {}: SET_CONFIG (writeback): {e}",
-                self.socket.display()
+                "vhost-user-blk {}: SET_CONFIG (writeback): {}",
+                self.socket().display(),
+                crate::error_chain(&e)
             ),
         }
     }
 
     fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
-        self.start(a).map_err(|e| {
-            let e = ErrorAt(self.socket.clone(), e);
+        self.frontend.activate(a).map_err(|e| {
+            let e = ErrorAt(self.socket().to_path_buf(), e.into());
             ActivateError(Box::new(e))
         })
     }
 
     fn reset(&mut self) {
-        for q in std::mem::take(&mut self.started) {
-            let i = usize::from(q);
-            if self.protocol_bit != 0 {
-                if let Err(e) = self.frontend.set_vring_enable(i, false) {
-                    log::warn!(
-                        "vhost-user-blk {}: disabling queue {q}: {e}",
-                        self.socket.display()
-                    );
-                }
-            }
-            // GET_VRING_BASE stops the ring; the index it returns is of no use to a driver
-            // that starts over from 0.
-            if let Err(e) = self.frontend.get_vring_base(i) {
-                log::warn!(
-                    "vhost-user-blk {}: stopping queue {q}: {e}",
-                    self.socket.display()
-                );
-            }
-        }
+        self.frontend.reset();
     }
 }
 
@@ -440,6 +226,8 @@ struct ErrorAt(PathBuf, #[source] Error);
 mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
+
+    use vhost::vhost_user::VhostUserVirtioFeatures;
 
     use super::*;
     use crate::memory::{GuestRam, RamConfig};
@@ -527,7 +315,7 @@ mod tests {
         };
         assert!(matches!(
             VhostUserBlk::connect(&c, ram().memory().clone()),
-            Err(Error::BadQueueSize(100))
+            Err(Error::Frontend(vhost_user::Error::BadQueueSize(100)))
         ));
     }
 

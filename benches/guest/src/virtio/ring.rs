@@ -148,6 +148,12 @@ impl SplitRing {
     /// Consumes up to one ring's worth of used entries, handing each id to `f`; returns how
     /// many there were. Ids come from the device: `f` checks them.
     pub fn drain_used(&mut self, mut f: impl FnMut(u32)) -> usize {
+        self.drain_used_len(|id, _| f(id))
+    }
+
+    /// As [`SplitRing::drain_used`], with the bytes the device wrote into each chain (a
+    /// received frame's length); unchecked like the id.
+    pub fn drain_used_len(&mut self, mut f: impl FnMut(u32, u32)) -> usize {
         // SAFETY: the idx field of this ring's device area.
         let used_idx = unsafe { read16(self.mem.device + 2) };
         // Entries are read only after the index that covers them.
@@ -157,10 +163,15 @@ impl SplitRing {
         let pending = used_idx.wrapping_sub(self.last_used).min(self.size);
         for _ in 0..pending {
             let slot = u64::from(self.last_used & (self.size - 1));
-            // SAFETY: ring[slot].id of this ring's device area, slot < size.
-            let id =
-                unsafe { core::ptr::read_volatile((self.mem.device + 4 + 8 * slot) as *const u32) };
-            f(id);
+            let entry = self.mem.device + 4 + 8 * slot;
+            // SAFETY: ring[slot].id and .len of this ring's device area, slot < size.
+            let (id, len) = unsafe {
+                (
+                    core::ptr::read_volatile(entry as *const u32),
+                    core::ptr::read_volatile((entry + 4) as *const u32),
+                )
+            };
+            f(id, len);
             self.last_used = self.last_used.wrapping_add(1);
         }
         if pending > 0 && self.event_idx {
