@@ -51,6 +51,10 @@ pub struct NetArgs {
     /// PATH].
     #[arg(long)]
     pub vhost_user_net_bin: Option<PathBuf>,
+    /// Our vhost-user-net daemon polls its rings this many microseconds after work before
+    /// sleeping (0: never) [default: 50].
+    #[arg(long)]
+    pub vhost_poll_us: Option<u64>,
     /// Print the result file's JSON to stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +109,9 @@ impl NetArgs {
         }
         if let Some(v) = self.timeout {
             o.timeout = v;
+        }
+        if let Some(v) = self.vhost_poll_us {
+            o.vhost_poll_us = v;
         }
         if let Some(v) = self.memory {
             o.memory = v;

@@ -27,8 +27,9 @@ const GRACE: Duration = Duration::from_secs(120);
 pub enum GuestNic {
     /// The VMM's e1000, on the far side's TAP or the VMM's own reflect.
     E1000,
-    /// virtio-net served by our vhost-user-net daemon (`bin`: another build of it).
-    VhostUser { bin: Option<PathBuf> },
+    /// virtio-net served by our vhost-user-net daemon (`bin`: another build of it), polling
+    /// `poll_us` after work.
+    VhostUser { bin: Option<PathBuf>, poll_us: u64 },
     /// virtio-net served by DPDK testpmd (net_vhost, macswap).
     Testpmd,
 }
@@ -74,9 +75,9 @@ fn run_here(job: &GuestVmJob, tap: Option<&str>) -> Result<NetSample, Error> {
     // Started before the VM and dropped after it: the VMM connects at start.
     let backend = match &job.nic {
         GuestNic::E1000 => None,
-        GuestNic::VhostUser { bin } => {
+        GuestNic::VhostUser { bin, poll_us } => {
             let mode = tap.map_or(DaemonMode::Reflect, |t| DaemonMode::Tap(t.into()));
-            Some(vhost_net::start(bin.as_deref(), &mode).map_err(Error::Backend)?)
+            Some(vhost_net::start(bin.as_deref(), &mode, *poll_us).map_err(Error::Backend)?)
         }
         GuestNic::Testpmd => Some(testpmd::start_backend().map_err(Error::Backend)?),
     };

@@ -153,6 +153,8 @@ pub struct NetOptions {
     pub memory: u64,
     /// Our vhost-user-net daemon (default: `iopath-vhost-user-net` beside this executable).
     pub vhost_user_net_bin: Option<std::path::PathBuf>,
+    /// Our daemon busy-polls its rings this long after work before sleeping (0: never).
+    pub vhost_poll_us: u64,
     /// Round trip: a frame not back after this long is lost.
     pub timeout: Duration,
     pub seed: u64,
@@ -171,6 +173,7 @@ impl Default for NetOptions {
             repeat: 3,
             memory: 256 << 20,
             vhost_user_net_bin: None,
+            vhost_poll_us: crate::block::DEFAULT_VHOST_POLL_US,
             timeout: Duration::from_millis(100),
             seed: 0x0e7_f4a3e,
         }
@@ -295,6 +298,8 @@ pub struct NetReport {
     pub runtime_s: f64,
     pub warmup_s: f64,
     pub repeat: u32,
+    /// Our vhost-user-net daemon's `--poll-us` in the virtio rows.
+    pub vhost_poll_us: u64,
     pub scenarios: Vec<Scenario>,
 }
 

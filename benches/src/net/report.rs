@@ -26,6 +26,13 @@ impl NetReport {
             self.host.kind,
             self.host.cpu_model
         );
+        let rows = || self.scenarios.iter().flat_map(|s| &s.rows);
+        if rows().any(|r| r.path == NetPath::Virtio) {
+            out.push_str(&format!(
+                "virtio: our vhost-user-net daemon, polling {} us after work\n",
+                self.vhost_poll_us
+            ));
+        }
         for s in &self.scenarios {
             out.push('\n');
             out.push_str(&s.table());
@@ -155,6 +162,7 @@ mod tests {
             runtime_s: 1.0,
             warmup_s: 0.0,
             repeat: 2,
+            vhost_poll_us: 50,
             scenarios: vec![
                 Scenario {
                     workload: "rr".into(),

@@ -141,6 +141,7 @@ pub fn run(opts: &NetOptions, mut progress: impl FnMut(Progress)) -> Result<NetR
         runtime_s: opts.runtime.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
         repeat: opts.repeat,
+        vhost_poll_us: opts.vhost_poll_us,
         scenarios,
     })
 }
@@ -169,8 +170,12 @@ fn run_one(opts: &NetOptions, p: &Point, duration: Duration) -> Result<NetSample
     };
     let side = match p.path {
         NetPath::TestpmdFrontend => {
-            return testpmd::frontend(opts.vhost_user_net_bin.as_deref(), &work)
-                .map_err(|e| Error::Testpmd(p.describe(), e));
+            return testpmd::frontend(
+                opts.vhost_user_net_bin.as_deref(),
+                opts.vhost_poll_us,
+                &work,
+            )
+            .map_err(|e| Error::Testpmd(p.describe(), e));
         }
         // testpmd swaps the MACs itself.
         NetPath::VirtioTestpmd => far(Far::Reflect)?,
@@ -181,6 +186,7 @@ fn run_one(opts: &NetOptions, p: &Point, duration: Duration) -> Result<NetSample
         NetPath::Virtio => guest_vm(
             GuestNic::VhostUser {
                 bin: opts.vhost_user_net_bin.clone(),
+                poll_us: opts.vhost_poll_us,
             },
             &side,
         ),

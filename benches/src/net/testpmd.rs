@@ -65,11 +65,15 @@ pub fn start_backend() -> Result<BackendProcess, vhost_backend::Error> {
 
 /// testpmd as a virtio-user frontend of our daemon (in `--sink` mode), sending `work`'s frames
 /// for `work.duration` after its first report; the rate between its first and last reports.
-pub fn frontend(daemon_bin: Option<&Path>, work: &NetWork) -> Result<NetSample, Error> {
+pub fn frontend(
+    daemon_bin: Option<&Path>,
+    poll_us: u64,
+    work: &NetWork,
+) -> Result<NetSample, Error> {
     if work.workload != iopath_mailbox::net::NetWorkload::Tx {
         return Err(Error::Workload(work.workload.name()));
     }
-    let daemon = vhost_net::start(daemon_bin, &DaemonMode::Sink).map_err(Error::Daemon)?;
+    let daemon = vhost_net::start(daemon_bin, &DaemonMode::Sink, poll_us).map_err(Error::Daemon)?;
     let daemon_cpu0 = daemon.cpu_time();
     let mut cmd = testpmd(&format!(
         "net_virtio_user0,path={},queues=1",

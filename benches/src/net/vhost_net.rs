@@ -21,8 +21,9 @@ pub enum DaemonMode {
     Sink,
 }
 
-/// Starts the daemon: `bin`, or the one built beside this executable, or the one on PATH.
-pub fn start(bin: Option<&Path>, mode: &DaemonMode) -> Result<BackendProcess, Error> {
+/// Starts the daemon: `bin`, or the one built beside this executable, or the one on PATH;
+/// `poll_us` is its `--poll-us`.
+pub fn start(bin: Option<&Path>, mode: &DaemonMode, poll_us: u64) -> Result<BackendProcess, Error> {
     let bin = match bin {
         Some(b) => b.to_path_buf(),
         None => find().ok_or_else(|| Error::Missing(DAEMON.into()))?,
@@ -30,6 +31,7 @@ pub fn start(bin: Option<&Path>, mode: &DaemonMode) -> Result<BackendProcess, Er
     BackendProcess::spawn("net.sock", |socket| {
         let mut cmd = Command::new(&bin);
         cmd.arg("--socket").arg(socket);
+        cmd.arg("--poll-us").arg(poll_us.to_string());
         match mode {
             DaemonMode::Tap(name) => cmd.arg("--tap").arg(name),
             DaemonMode::Reflect => cmd.arg("--reflect"),
