@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iopath_bench::block::args::BlockArgs;
 use iopath_bench::block::{self, BlockOptions};
-use iopath_bench::daemon_cmd::{DaemonArgs, VfioUserNvmeArgs};
+use iopath_bench::daemon_cmd::{DaemonArgs, VfioUserNvmeArgs, VhostUserNetArgs};
 use iopath_bench::exits::{self, ExitsOptions};
 use iopath_bench::net::args::NetArgs;
 use iopath_bench::net::{self, NetOptions};
@@ -43,6 +43,9 @@ enum Command {
     /// Our vhost-user-blk daemon, as the virtio path starts it.
     #[command(hide = true)]
     VhostUserBlkDaemon(DaemonArgs),
+    /// Our vhost-user-net daemon, as the net bench's virtio path starts it.
+    #[command(hide = true)]
+    VhostUserNetDaemon(VhostUserNetArgs),
     /// Our vfio-user NVMe server, as the passthrough path starts it.
     #[command(hide = true)]
     VfioUserNvmeDaemon(VfioUserNvmeArgs),
@@ -94,6 +97,8 @@ enum Error {
     Report(#[from] report::Error),
     #[error("vhost-user-blk daemon")]
     Daemon(#[from] backends::vhost_user_blk::daemon::Error),
+    #[error("vhost-user-net daemon")]
+    NetDaemon(#[from] backends::vhost_user_net::daemon::Error),
     #[error("vfio-user NVMe server")]
     VfioDaemon(#[from] backends::vfio_user_nvme::Error),
     #[error(transparent)]
@@ -176,6 +181,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::VhostUserBlkDaemon(a) => Ok(a.run()?),
+        Command::VhostUserNetDaemon(a) => Ok(a.run()?),
         Command::VfioUserNvmeDaemon(a) => Ok(a.run()?),
         Command::Exits(a) => {
             let report = exits::run(&ExitsOptions {

@@ -171,3 +171,52 @@ fn native_through_a_namespace_reflector_loses_nothing() {
         "namespaces left behind (test pid {pid})"
     );
 }
+
+/// Round trips through each VM path and far end: every frame the bench guest sent came back
+/// intact, and (netns) crossed the namespace's reflector.
+#[test]
+fn guest_frames_cross_every_path_and_come_back() {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: /dev/kvm is absent on this host");
+        return;
+    }
+    let mut fars = "reflect".to_string();
+    match backends::host_net::available() {
+        Ok(()) => fars.push_str(",netns"),
+        Err(e) => eprintln!("netns rows skipped: {e}"),
+    }
+    let v = net_json(&[
+        "--paths",
+        "emulated,virtio",
+        "--workload",
+        "rr",
+        "--frame",
+        "60,1514",
+        "--depth",
+        "4",
+        "--far",
+        &fars,
+        "--runtime",
+        "300ms",
+        "--repeat",
+        "1",
+        "--timeout",
+        "5s",
+    ]);
+    for s in v["payload"]["scenarios"].as_array().unwrap() {
+        let rows = s["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2 * fars.split(',').count(), "{s}");
+        for r in rows {
+            let sample = &r["samples"][0];
+            assert!(sample["sent"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(sample["sent"], sample["received"], "{r}");
+            assert_eq!((&r["lost"], &r["bad"]), (&0.into(), &0.into()), "{r}");
+            if r["far"] == "netns" {
+                assert_eq!(sample["far_received"], sample["sent"], "{r}");
+            }
+            if r["path"] == "emulated" {
+                assert!(r["exits_per_frame"].as_f64().unwrap() > 0.0, "{r}");
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ use clap::Args;
 use iopath_mailbox::net::NetWorkload;
 use vmm::units::{parse_duration, parse_size};
 
-use super::{parse_frame, parse_workload, testpmd, vhost_net, Far, NetOptions, NetPath};
+use super::{parse_frame, parse_workload, testpmd, Far, NetOptions, NetPath};
 
 #[derive(Args, Debug, Default)]
 pub struct NetArgs {
@@ -47,8 +47,8 @@ pub struct NetArgs {
     /// Guest RAM of each VM [default: 256M].
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
-    /// Our vhost-user-net daemon [default: iopath-vhost-user-net beside this executable or on
-    /// PATH].
+    /// Run this vhost-user-net daemon for the virtio path instead of ours (it gets our daemon's
+    /// flags: --socket PATH, --tap NAME or --reflect or --sink, --poll-us N).
     #[arg(long)]
     pub vhost_user_net_bin: Option<PathBuf>,
     /// Our vhost-user-net daemon polls its rings this many microseconds after work before
@@ -132,13 +132,6 @@ impl NetArgs {
                     "testpmd: {} is not installed (apt install dpdk-dev)",
                     testpmd::TESTPMD
                 )),
-                "testpmd" if o.vhost_user_net_bin.is_none() && vhost_net::find().is_none() => {
-                    skipped_peers.push(format!(
-                        "testpmd: its frontend row needs our {} (not found)",
-                        vhost_net::DAEMON
-                    ));
-                    insert_before_native(&mut o.paths, NetPath::VirtioTestpmd);
-                }
                 "testpmd" => {
                     insert_before_native(&mut o.paths, NetPath::VirtioTestpmd);
                     insert_before_native(&mut o.paths, NetPath::TestpmdFrontend);

@@ -151,7 +151,7 @@ pub struct NetOptions {
     pub repeat: u32,
     /// Guest RAM of each VM.
     pub memory: u64,
-    /// Our vhost-user-net daemon (default: `iopath-vhost-user-net` beside this executable).
+    /// Run this vhost-user-net daemon instead of ours (this executable's hidden subcommand).
     pub vhost_user_net_bin: Option<std::path::PathBuf>,
     /// Our daemon busy-polls its rings this long after work before sleeping (0: never).
     pub vhost_poll_us: u64,

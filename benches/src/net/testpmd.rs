@@ -15,7 +15,7 @@ use super::{NetSample, NetWork};
 use crate::block::sample::{Counts, Sample};
 use crate::block::vhost_backend::{self, BackendProcess};
 
-/// Debian's `dpdk-dev` package.
+/// From Debian's `dpdk-dev` package.
 pub const TESTPMD: &str = "dpdk-testpmd";
 /// How long testpmd may take to initialise and print its first statistics.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,7 +50,11 @@ fn testpmd(vdev: &str) -> Command {
             backends::host_net::unique_name("iopmd")
         ))
         .args(["--log-level=error", "--vdev", vdev, "--"])
-        .args(["--total-num-mbufs=8192", "--stats-period=1"]);
+        .args([
+            "--total-num-mbufs=8192",
+            "--stats-period=1",
+            "--port-topology=loop",
+        ]);
     cmd
 }
 

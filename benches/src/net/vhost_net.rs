@@ -1,14 +1,12 @@
-//! Our vhost-user-net daemon as the virtio path's backend (and the peer frontend's target):
-//! `iopath-vhost-user-net --socket PATH (--tap NAME | --reflect | --sink)`, started per run,
-//! measured from /proc, killed after.
+//! Our vhost-user-net daemon as the virtio path's backend (and the testpmd frontend's target),
+//! started per run, measured from /proc, killed after: this executable's hidden
+//! `vhost-user-net-daemon` subcommand, or another build of `iopath-vhost-user-net`, with
+//! `--socket PATH (--tap NAME | --reflect | --sink) --poll-us N`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::block::vhost_backend::{BackendProcess, Error};
-
-/// The daemon's binary name.
-pub const DAEMON: &str = "iopath-vhost-user-net";
 
 /// What the daemon does with the guest's frames.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,15 +19,18 @@ pub enum DaemonMode {
     Sink,
 }
 
-/// Starts the daemon: `bin`, or the one built beside this executable, or the one on PATH;
-/// `poll_us` is its `--poll-us`.
+/// Starts the daemon (`bin`, or ours from this executable); `poll_us` is its `--poll-us`.
 pub fn start(bin: Option<&Path>, mode: &DaemonMode, poll_us: u64) -> Result<BackendProcess, Error> {
-    let bin = match bin {
-        Some(b) => b.to_path_buf(),
-        None => find().ok_or_else(|| Error::Missing(DAEMON.into()))?,
-    };
     BackendProcess::spawn("net.sock", |socket| {
-        let mut cmd = Command::new(&bin);
+        let (mut cmd, name) = match bin {
+            Some(bin) => (Command::new(bin), bin.display().to_string()),
+            None => {
+                let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
+                let mut cmd = Command::new(exe);
+                cmd.arg("vhost-user-net-daemon");
+                (cmd, "iopath-vhost-user-net".to_string())
+            }
+        };
         cmd.arg("--socket").arg(socket);
         cmd.arg("--poll-us").arg(poll_us.to_string());
         match mode {
@@ -37,21 +38,6 @@ pub fn start(bin: Option<&Path>, mode: &DaemonMode, poll_us: u64) -> Result<Back
             DaemonMode::Reflect => cmd.arg("--reflect"),
             DaemonMode::Sink => cmd.arg("--sink"),
         };
-        Ok((cmd, bin.display().to_string()))
+        Ok((cmd, name))
     })
-}
-
-/// The daemon beside this executable (cargo builds every binary of the workspace into one
-/// directory; tests run from its `deps/`), or on PATH.
-pub fn find() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    let mut candidates = vec![dir.join(DAEMON)];
-    if dir.ends_with("deps") {
-        candidates.extend(dir.parent().map(|d| d.join(DAEMON)));
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&paths).map(|d| d.join(DAEMON)));
-    }
-    candidates.into_iter().find(|p| p.is_file())
 }
