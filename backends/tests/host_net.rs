@@ -113,3 +113,21 @@ fn a_tap_moved_into_a_namespace_keeps_its_name_and_the_namespace_cleans_up() {
     let list = host_net::ip(&["netns", "list"]).unwrap();
     assert!(!list.contains(&ns_name), "{list}");
 }
+
+#[test]
+fn a_veth_pair_spans_two_namespaces() {
+    let Some(near) = ns_or_skip() else { return };
+    let far_ns = NetNs::create(&host_net::unique_name("iopt")).unwrap();
+    let (a, b) = (host_net::unique_name("iopa"), host_net::unique_name("iopb"));
+    let mut veth = Link::veth(&a, &b, None).unwrap();
+    veth.move_peer(&b, &far_ns).unwrap();
+    veth.move_to(&near).unwrap();
+    let far = FarEnd::spawn(Some(&far_ns), &b, FarMode::Reflect).unwrap();
+    let (sent, back) = exchange(&near, &a, 100, true);
+    assert_eq!(back, sent);
+    assert_eq!(far.stop().reflected, sent);
+    assert!(
+        host_net::ip(&["link", "show", &a]).is_err(),
+        "not left in the host"
+    );
+}

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod daemon_cmd;
 pub mod exits;
 pub mod host;
+pub mod matrix_args;
 pub mod net;
 pub mod peer;
 pub mod plot;

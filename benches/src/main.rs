@@ -134,12 +134,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             for why in &resolved.skipped_peers {
                 eprintln!("iopath-bench: skipped peer {why}");
             }
-            let report = run_block(&resolved.options, a.quiet || a.json)?;
+            let report = run_block(&resolved.options, a.run.quiet())?;
             let file = ResultFile::new("block", report);
-            if a.json {
+            if a.run.json {
                 return out(&file.to_json()?);
             }
-            let path = file.write_to(&a.results)?;
+            let path = file.write_to(&a.run.results)?;
             out(&file.payload.table())?;
             out(&format!("results: {}", path.display()))?;
             show_plots(iopath_bench::plot::write_all(
@@ -152,12 +152,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             for why in &resolved.skipped_peers {
                 eprintln!("iopath-bench: skipped peer {why}");
             }
-            let report = run_net(&resolved.options, a.quiet || a.json)?;
+            let report = run_net(&resolved.options, a.run.quiet())?;
             let file = ResultFile::new("net", report);
-            if a.json {
+            if a.run.json {
                 return out(&file.to_json()?);
             }
-            let path = file.write_to(&a.results)?;
+            let path = file.write_to(&a.run.results)?;
             out(&file.payload.table())?;
             out(&format!("results: {}", path.display()))?;
             show_plots(file.payload.plots(&path.with_extension("")))

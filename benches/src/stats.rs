@@ -38,11 +38,30 @@ impl Spread {
         (native.median > 0.0).then(|| self.median / native.median * 100.0)
     }
 
+    /// Half the min..max range as a percentage of the median (0 for a zero median).
+    pub fn half_range_percent(&self) -> f64 {
+        if self.median > 0.0 {
+            (self.max - self.min) / 2.0 / self.median * 100.0
+        } else {
+            0.0
+        }
+    }
+
     /// Whether the two min..max ranges do not overlap: a difference beyond the run-to-run
     /// spread.
     pub fn differs_from(&self, native: &Spread) -> bool {
         self.max < native.min || self.min > native.max
     }
+}
+
+/// The item whose `rate` is closest to `target`: the run closest to the median, which plots
+/// show in detail.
+pub fn closest<T>(items: &[T], target: f64, rate: impl Fn(&T) -> f64) -> Option<&T> {
+    items.iter().min_by(|a, b| {
+        (rate(a) - target)
+            .abs()
+            .total_cmp(&(rate(b) - target).abs())
+    })
 }
 
 #[cfg(test)]
@@ -61,5 +80,8 @@ mod tests {
         assert_eq!(s.percent_of(&native), Some(200.0 / 325.0 * 100.0));
         assert!(!s.differs_from(&native));
         assert!(Spread::of([10.0, 20.0].into_iter()).differs_from(&native));
+        assert_eq!(s.half_range_percent(), 50.0);
+        assert_eq!(closest(&[1.0, 5.0, 9.0], 6.0, |v| *v), Some(&5.0));
+        assert_eq!(closest(&[] as &[f64], 6.0, |v| *v), None);
     }
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 use iopath_mailbox::net::NetWorkload;
-use vmm::units::{parse_duration, parse_size};
+use vmm::units::parse_duration;
 
 use super::{parse_frame, parse_workload, testpmd, Far, NetOptions, NetPath};
+use crate::matrix_args::{MatrixArgs, Timing};
 
 #[derive(Args, Debug, Default)]
 pub struct NetArgs {
@@ -32,21 +33,9 @@ pub struct NetArgs {
     /// [default: reflect].
     #[arg(long, value_delimiter = ',')]
     pub far: Option<Vec<Far>>,
-    /// Run time of each run [default: 3s].
-    #[arg(long, value_parser = parse_duration)]
-    pub runtime: Option<Duration>,
-    /// An unmeasured run before each measured one [default: none].
-    #[arg(long, value_parser = parse_duration)]
-    pub warmup: Option<Duration>,
-    /// Runs of each path in each cell; the table shows medians [default: 3].
-    #[arg(long)]
-    pub repeat: Option<u32>,
     /// Round trip: a frame not back after this long is lost [default: 100ms].
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Guest RAM of each VM [default: 256M].
-    #[arg(long, value_parser = parse_size)]
-    pub memory: Option<u64>,
     /// Run this vhost-user-net daemon for the virtio path instead of ours (it gets our daemon's
     /// flags: --socket PATH, --tap NAME or --reflect or --sink, --poll-us N).
     #[arg(long)]
@@ -55,15 +44,8 @@ pub struct NetArgs {
     /// sleeping (0: never) [default: 50].
     #[arg(long)]
     pub vhost_poll_us: Option<u64>,
-    /// Print the result file's JSON to stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Where result files go.
-    #[arg(long, default_value = "results")]
-    pub results: PathBuf,
+    #[command(flatten)]
+    pub run: MatrixArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,23 +80,17 @@ impl NetArgs {
         if let Some(v) = &self.far {
             o.fars = v.clone();
         }
-        if let Some(v) = self.runtime {
-            o.runtime = v;
-        }
-        if let Some(v) = self.warmup {
-            o.warmup = v;
-        }
-        if let Some(v) = self.repeat {
-            o.repeat = v;
-        }
+        self.run.apply(Timing {
+            runtime: &mut o.runtime,
+            warmup: &mut o.warmup,
+            repeat: &mut o.repeat,
+            memory: &mut o.memory,
+        });
         if let Some(v) = self.timeout {
             o.timeout = v;
         }
         if let Some(v) = self.vhost_poll_us {
             o.vhost_poll_us = v;
-        }
-        if let Some(v) = self.memory {
-            o.memory = v;
         }
         if let Some(bin) = &self.vhost_user_net_bin {
             if !bin.is_file() {
@@ -164,7 +140,10 @@ mod tests {
             paths: Some(vec![NetPath::Native]),
             frame: Some(vec![60]),
             depth: Some(vec![4]),
-            repeat: Some(1),
+            run: MatrixArgs {
+                repeat: Some(1),
+                ..MatrixArgs::default()
+            },
             ..NetArgs::default()
         };
         let o = args.resolve().unwrap().options;

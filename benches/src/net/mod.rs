@@ -266,20 +266,21 @@ pub struct Row {
 impl Row {
     /// The run whose rate is closest to the median: the one plots show in detail.
     pub fn median_sample(&self) -> Option<&NetSample> {
-        self.samples.iter().min_by(|a, b| {
-            (a.pps() - self.pps)
-                .abs()
-                .total_cmp(&(b.pps() - self.pps).abs())
-        })
+        crate::stats::closest(&self.samples, self.pps, NetSample::pps)
+    }
+
+    /// The rate over the samples: median and range.
+    pub fn spread(&self) -> crate::stats::Spread {
+        crate::stats::Spread {
+            median: self.pps,
+            min: self.pps_min,
+            max: self.pps_max,
+        }
     }
 
     /// Half the min..max range as a percentage of the median.
     pub fn spread_percent(&self) -> f64 {
-        if self.pps > 0.0 {
-            (self.pps_max - self.pps_min) / 2.0 / self.pps * 100.0
-        } else {
-            0.0
-        }
+        self.spread().half_range_percent()
     }
 }
 

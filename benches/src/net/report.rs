@@ -189,8 +189,9 @@ mod tests {
         }
         let text = r.table();
         assert!(text.contains("rr 64 B"), "{text}");
+        assert!(text.contains("polling 50 us"), "{text}");
         assert!(text.contains("tx 1514 B"), "{text}");
-        let virtio = text.lines().find(|l| l.starts_with("virtio")).unwrap();
+        let virtio = text.lines().find(|l| l.starts_with("virtio ")).unwrap();
         assert!(virtio.contains("~94.5"), "{virtio}");
         let tx_native = text
             .lines()

@@ -3,21 +3,17 @@
 use super::{NetPath, NetSample, Row};
 use crate::stats::{median, median_opt, Spread};
 
-fn spread(r: &Row) -> Spread {
-    Spread {
-        median: r.pps,
-        min: r.pps_min,
-        max: r.pps_max,
-    }
-}
-
 /// Fills the native comparison of rows measured with the same far end at the same depth.
 pub(super) fn compare_with_native(rows: &mut [Row]) {
-    let Some(native) = rows.iter().find(|r| r.path == NetPath::Native).map(spread) else {
+    let Some(native) = rows
+        .iter()
+        .find(|r| r.path == NetPath::Native)
+        .map(Row::spread)
+    else {
         return;
     };
     for r in rows {
-        let s = spread(r);
+        let s = r.spread();
         r.percent_of_native = s.percent_of(&native);
         if r.path != NetPath::Native {
             r.differs_from_native = Some(s.differs_from(&native));

@@ -100,7 +100,11 @@ pub fn frontend(
     std::thread::sleep(work.duration);
     let cpu1 = crate::cpu::process_time_of(pid).unwrap_or_default();
     let daemon_cpu = (daemon.cpu_time() - daemon_cpu0).as_secs_f64();
-    let last = reports.try_iter().last();
+    // A loaded host may print late: wait a little for a report after the run if none came.
+    let last = reports
+        .try_iter()
+        .last()
+        .or_else(|| reports.recv_timeout(Duration::from_secs(5)).ok());
     stop(&mut child);
     let (Ok((t0, n0)), Some((t1, n1))) = (first, last) else {
         return Err(Error::NoStats);
