@@ -88,14 +88,16 @@ pub(crate) fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A name unique to this process and call, `PREFIX<pid>x<n>`, cut to fit an interface name.
+/// A name unique to this process and call, `PREFIX<pid>x<n>`; the prefix is cut so the whole
+/// fits an interface name (15 bytes).
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut name = format!("{prefix}{}x{n}", std::process::id());
-    name.truncate(15);
-    name
+    let unique = format!("{}x{n:x}", std::process::id());
+    let keep = 15usize.saturating_sub(unique.len());
+    let prefix: String = prefix.chars().take(keep).collect();
+    format!("{prefix}{unique}")
 }
 
 #[cfg(test)]
@@ -111,5 +113,9 @@ mod tests {
         let (a, b) = (unique_name("iopathtap"), unique_name("iopathtap"));
         assert_ne!(a, b);
         assert!(check_name(&a).is_ok(), "{a}");
+        assert!(a.starts_with("iop"), "{a}");
+        let long = unique_name("a-prefix-longer-than-any-name");
+        assert!(check_name(&long).is_ok(), "{long}");
+        assert!(long.ends_with(&format!("{}x{:x}", std::process::id(), 2)), "{long}");
     }
 }
