@@ -377,8 +377,9 @@ fn cpu_chart<DB: DrawingBackend, R: PlotRow>(
     let disks = distinct(fig.rows, |r| r.panel());
     let depths = distinct(fig.rows, |r| r.depth());
     let paths = distinct(fig.rows, |r| r.series());
-    let processes = ["vmm", "backend", "qemu", "process"];
-    let shade = |i: usize| RGBColor(0x30 + 0x40 * i as u8, 0x60 + 0x20 * i as u8, 0xa0);
+    let processes = ["vmm", "backend", "qemu", "testpmd", "process"];
+    let other = processes.len() - 1;
+    let shade = |i: usize| RGBColor(0x30 + 0x30 * i as u8, 0x60 + 0x20 * i as u8, 0xa0);
     let panels = area.split_evenly((1, disks.len().max(1)));
     for (disk, panel) in disks.iter().zip(panels.iter()) {
         // (path, depth) -> us per I/O by process.
@@ -396,12 +397,12 @@ fn cpu_chart<DB: DrawingBackend, R: PlotRow>(
                     }
                 };
                 let parts = if s.cpu_by_process.is_empty() {
-                    vec![(3, per_io(s.cpu_s))]
+                    vec![(other, per_io(s.cpu_s))]
                 } else {
                     s.cpu_by_process
                         .iter()
                         .map(|(name, cpu)| {
-                            let i = processes.iter().position(|p| p == name).unwrap_or(3);
+                            let i = processes.iter().position(|p| p == name).unwrap_or(other);
                             (i, per_io(*cpu))
                         })
                         .collect()
