@@ -9,10 +9,11 @@ fi
 
 # Debian packages the tests use as peers and clients (extra ones may be passed as arguments):
 # qemu-storage-daemon (a vhost-user-blk backend nobody here wrote), QEMU itself (the
-# `--peer qemu` VMM, which boots the bench guest through its PVH entry with SeaBIOS) and a font
-# for the plots, iproute2 (`ip`: the network tests' namespaces, veths and TAP devices) and
-# dpdk-dev (dpdk-testpmd, a vhost-user-net peer nobody here wrote). Each is checked first so a
-# machine that has them does not touch apt at all.
+# `--peer qemu` VMM, which boots the bench guest through its PVH entry with SeaBIOS), a font
+# for the plots, iproute2 (`ip`: the network namespaces, veth pairs and TAP links of the net
+# tests and bench) and dpdk-dev (dpdk-testpmd: the `--peer testpmd` vhost-user-net peer, a
+# frontend and a backend nobody here wrote). Each is checked first so a machine that has them
+# does not touch apt at all.
 wanted=(qemu-utils qemu-system-x86 fonts-dejavu-core iproute2 dpdk-dev "$@")
 packages=()
 for pkg in "${wanted[@]}"; do

@@ -1,6 +1,7 @@
 //! Device-side code shared by the VMM and the daemons.
 
 pub mod engine;
+pub mod host_net;
 pub mod net;
 pub mod nvme;
 pub mod privileges;

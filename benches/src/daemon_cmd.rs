@@ -1,7 +1,8 @@
-//! The hidden daemon subcommands: `iopath-bench vhost-user-blk-daemon` and
-//! `vfio-user-nvme-daemon` run our daemons from this executable, so the virtio and passthrough
-//! paths need no second binary built. They take the same flags as `iopath-vhost-user-blk` and
-//! `iopath-vfio-user-nvme` (the subset the bench passes).
+//! The hidden daemon subcommands: `iopath-bench vhost-user-blk-daemon`,
+//! `vhost-user-net-daemon` and `vfio-user-nvme-daemon` run our daemons from this executable, so
+//! the virtio and passthrough paths need no second binary built. They take the same flags as
+//! `iopath-vhost-user-blk`, `iopath-vhost-user-net` and `iopath-vfio-user-nvme` (the subset the
+//! bench passes).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,5 +102,49 @@ impl VfioUserNvmeArgs {
             tuning: backends::vfio_user_nvme::PollTuning::default(),
             limits: backends::vfio_user_nvme::Limits::default(),
         })
+    }
+}
+
+/// `iopath-bench vhost-user-net-daemon`: our vhost-user-net daemon as the net bench's virtio
+/// path starts it (the subset of `iopath-vhost-user-net`'s flags the bench passes).
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["tap", "reflect", "sink"])))]
+pub struct VhostUserNetArgs {
+    #[arg(long)]
+    pub socket: PathBuf,
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+    #[arg(long)]
+    pub reflect: bool,
+    #[arg(long)]
+    pub sink: bool,
+    #[arg(long, default_value_t = 0)]
+    pub poll_us: u64,
+}
+
+impl VhostUserNetArgs {
+    /// Serves until SIGTERM.
+    pub fn run(&self) -> Result<(), backends::vhost_user_net::daemon::Error> {
+        use backends::vhost_user_net::{Mode, NetConfig};
+        let mode = match (&self.tap, self.reflect) {
+            (Some(name), _) => Mode::Tap(name.clone()),
+            (None, true) => Mode::Reflect,
+            (None, false) => Mode::Sink,
+        };
+        backends::vhost_user_net::daemon::run(&backends::vhost_user_net::daemon::DaemonConfig {
+            socket: self.socket.clone(),
+            client: false,
+            mode,
+            device: NetConfig {
+                mac: vmm::net::DEFAULT_MAC,
+                mtu: 1500,
+                queue_pairs: 1,
+                queue_size: 256,
+            },
+            serve: backends::vhost_user_net::backend::ServeOptions {
+                poll: Duration::from_micros(self.poll_us),
+            },
+        })
+        .map(drop)
     }
 }

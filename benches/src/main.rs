@@ -8,8 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iopath_bench::block::args::BlockArgs;
 use iopath_bench::block::{self, BlockOptions};
-use iopath_bench::daemon_cmd::{DaemonArgs, VfioUserNvmeArgs};
+use iopath_bench::daemon_cmd::{DaemonArgs, VfioUserNvmeArgs, VhostUserNetArgs};
 use iopath_bench::exits::{self, ExitsOptions};
+use iopath_bench::net::args::NetArgs;
+use iopath_bench::net::{self, NetOptions};
 use iopath_bench::report;
 use iopath_bench::results::{self, ResultFile};
 use vmm::units::{parse_duration, parse_size};
@@ -30,6 +32,9 @@ enum Command {
     /// One block workload on each I/O path, side by side with native. Without --backend it
     /// runs on `null` and on a temporary file.
     Block(Box<BlockArgs>),
+    /// Frames on each network path (emulated e1000, virtio-net over vhost-user, native io_uring
+    /// on the host), side by side with native: tx rate and round trips.
+    Net(Box<NetArgs>),
     /// Cost of one VM exit of each kind (PIO, MMIO, ioeventfd, CPUID, page touch) in a fresh VM.
     Exits(ExitsArgs),
     /// Redraws tables and plots from stored results: a result file, or the newest of each kind
@@ -38,6 +43,9 @@ enum Command {
     /// Our vhost-user-blk daemon, as the virtio path starts it.
     #[command(hide = true)]
     VhostUserBlkDaemon(DaemonArgs),
+    /// Our vhost-user-net daemon, as the net bench's virtio path starts it.
+    #[command(hide = true)]
+    VhostUserNetDaemon(VhostUserNetArgs),
     /// Our vfio-user NVMe server, as the passthrough path starts it.
     #[command(hide = true)]
     VfioUserNvmeDaemon(VfioUserNvmeArgs),
@@ -84,9 +92,13 @@ enum Error {
     #[error(transparent)]
     Block(#[from] block::Error),
     #[error(transparent)]
+    Net(#[from] net::Error),
+    #[error(transparent)]
     Report(#[from] report::Error),
     #[error("vhost-user-blk daemon")]
     Daemon(#[from] backends::vhost_user_blk::daemon::Error),
+    #[error("vhost-user-net daemon")]
+    NetDaemon(#[from] backends::vhost_user_net::daemon::Error),
     #[error("vfio-user NVMe server")]
     VfioDaemon(#[from] backends::vfio_user_nvme::Error),
     #[error(transparent)]
@@ -104,6 +116,7 @@ fn main() -> ExitCode {
             let tail = match &e {
                 Error::Exits(exits::Error::Run(inner)) => inner.console_tail(),
                 Error::Block(inner) => inner.console_tail(),
+                Error::Net(inner) => inner.console_tail(),
                 _ => None,
             };
             if let Some(tail) = tail.filter(|t| !t.is_empty()) {
@@ -121,18 +134,33 @@ fn run(cli: Cli) -> Result<(), Error> {
             for why in &resolved.skipped_peers {
                 eprintln!("iopath-bench: skipped peer {why}");
             }
-            let report = run_block(&resolved.options, a.quiet || a.json)?;
+            let report = run_block(&resolved.options, a.run.quiet())?;
             let file = ResultFile::new("block", report);
-            if a.json {
+            if a.run.json {
                 return out(&file.to_json()?);
             }
-            let path = file.write_to(&a.results)?;
+            let path = file.write_to(&a.run.results)?;
             out(&file.payload.table())?;
             out(&format!("results: {}", path.display()))?;
             show_plots(iopath_bench::plot::write_all(
                 &file.payload,
                 &path.with_extension(""),
             ))
+        }
+        Command::Net(a) => {
+            let resolved = a.resolve().map_err(net::Error::from)?;
+            for why in &resolved.skipped_peers {
+                eprintln!("iopath-bench: skipped peer {why}");
+            }
+            let report = run_net(&resolved.options, a.run.quiet())?;
+            let file = ResultFile::new("net", report);
+            if a.run.json {
+                return out(&file.to_json()?);
+            }
+            let path = file.write_to(&a.run.results)?;
+            out(&file.payload.table())?;
+            out(&format!("results: {}", path.display()))?;
+            show_plots(file.payload.plots(&path.with_extension("")))
         }
         Command::Report(a) => {
             let files = report::files(&a.path)?;
@@ -153,6 +181,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::VhostUserBlkDaemon(a) => Ok(a.run()?),
+        Command::VhostUserNetDaemon(a) => Ok(a.run()?),
         Command::VfioUserNvmeDaemon(a) => Ok(a.run()?),
         Command::Exits(a) => {
             let report = exits::run(&ExitsOptions {
@@ -179,6 +208,15 @@ fn run(cli: Cli) -> Result<(), Error> {
 
 /// Runs the matrix with a progress bar on a terminal, or a line per run otherwise.
 fn run_block(opts: &BlockOptions, quiet: bool) -> Result<block::BlockReport, Error> {
+    Ok(with_progress(quiet, |p| block::run(opts, p))?)
+}
+
+fn run_net(opts: &NetOptions, quiet: bool) -> Result<net::NetReport, Error> {
+    Ok(with_progress(quiet, |p| net::run(opts, p))?)
+}
+
+/// Runs a matrix, showing its progress: a bar on a terminal, a line per run otherwise.
+fn with_progress<T>(quiet: bool, run: impl FnOnce(&mut dyn FnMut(block::Progress)) -> T) -> T {
     let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -187,7 +225,7 @@ fn run_block(opts: &BlockOptions, quiet: bool) -> Result<block::BlockReport, Err
         );
         bar
     });
-    let report = block::run(opts, |p| match &bar {
+    let result = run(&mut |p: block::Progress| match &bar {
         Some(bar) => {
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
@@ -199,7 +237,7 @@ fn run_block(opts: &BlockOptions, quiet: bool) -> Result<block::BlockReport, Err
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(report?)
+    result
 }
 
 /// Lists the plots written; a plot that could not be drawn is a warning, not a failure: the

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::block::BlockReport;
 use crate::exits::ExitsReport;
+use crate::net::NetReport;
 use crate::plot;
 use crate::results::{self, ResultFile};
 
@@ -60,7 +61,7 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(newest.into_iter().map(|(.., p)| p).collect())
 }
 
-/// Renders one result file; block results also get their plots redrawn next to it.
+/// Renders one result file; block and net results also get their plots redrawn next to it.
 pub fn render(path: &Path) -> Result<Rendered, Error> {
     match results::kind_of(path)?.as_str() {
         "block" => {
@@ -68,6 +69,13 @@ pub fn render(path: &Path) -> Result<Rendered, Error> {
             Ok(Rendered {
                 text: file.payload.table(),
                 plots: plot::write_all(&file.payload, &path.with_extension("")),
+            })
+        }
+        "net" => {
+            let file = ResultFile::<NetReport>::read(path)?;
+            Ok(Rendered {
+                text: file.payload.table(),
+                plots: file.payload.plots(&path.with_extension("")),
             })
         }
         "exits" => {

@@ -2,16 +2,16 @@
 //! then every flag given on the command line.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use backends::engine::BackendSpec;
 use clap::Args;
 use iopath_mailbox::Workload;
-use vmm::units::{parse_duration, parse_size};
+use vmm::units::parse_size;
 
 use super::scenario_file::{self, ScenarioFile};
 use super::vhost_backend::{self, BackendProgram};
 use super::{fio, parse_workload, BlockOptions, IoPath};
+use crate::matrix_args::{MatrixArgs, Timing};
 
 #[derive(Args, Debug, Default)]
 pub struct BlockArgs {
@@ -48,33 +48,14 @@ pub struct BlockArgs {
     /// a temporary file].
     #[arg(long)]
     pub backend: Vec<BackendSpec>,
-    /// Run time of each run [default: 3s].
-    #[arg(long, value_parser = parse_duration)]
-    pub runtime: Option<Duration>,
-    /// An unmeasured run before each measured one [default: none].
-    #[arg(long, value_parser = parse_duration)]
-    pub warmup: Option<Duration>,
-    /// Runs of each path in each cell; the table shows medians [default: 3].
-    #[arg(long)]
-    pub repeat: Option<u32>,
     /// Bytes of each disk to cover [default: all of it].
     #[arg(long, value_parser = parse_size)]
     pub region: Option<u64>,
-    /// Guest RAM of each VM [default: 256M].
-    #[arg(long, value_parser = parse_size)]
-    pub memory: Option<u64>,
     /// Size of the temporary file used without --backend.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub temp_file_size: u64,
-    /// Print the result file's JSON to stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Where result files go.
-    #[arg(long, default_value = "results")]
-    pub results: PathBuf,
+    #[command(flatten)]
+    pub run: MatrixArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,20 +98,14 @@ impl BlockArgs {
         if !self.backend.is_empty() {
             o.backends = self.backend.clone();
         }
-        if let Some(v) = self.runtime {
-            o.runtime = v;
-        }
-        if let Some(v) = self.warmup {
-            o.warmup = v;
-        }
-        if let Some(v) = self.repeat {
-            o.repeat = v;
-        }
+        self.run.apply(Timing {
+            runtime: &mut o.runtime,
+            warmup: &mut o.warmup,
+            repeat: &mut o.repeat,
+            memory: &mut o.memory,
+        });
         if let Some(v) = self.region {
             o.region_bytes = v;
-        }
-        if let Some(v) = self.memory {
-            o.memory = v;
         }
         o.temp_file_size = self.temp_file_size;
         if let Some(us) = self.vhost_poll_us {
@@ -185,6 +160,8 @@ impl BlockArgs {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -218,20 +218,17 @@ pub struct Row {
 impl Row {
     /// The run whose IOPS is closest to the median: the one plots show in detail.
     pub fn median_sample(&self) -> Option<&Sample> {
-        self.samples.iter().min_by(|a, b| {
-            (a.iops() - self.iops)
-                .abs()
-                .total_cmp(&(b.iops() - self.iops).abs())
-        })
+        crate::stats::closest(&self.samples, self.iops, Sample::iops)
     }
 
     /// Half the min..max range of IOPS as a percentage of the median.
     pub fn spread_percent(&self) -> f64 {
-        if self.iops > 0.0 {
-            (self.iops_max - self.iops_min) / 2.0 / self.iops * 100.0
-        } else {
-            0.0
+        crate::stats::Spread {
+            median: self.iops,
+            min: self.iops_min,
+            max: self.iops_max,
         }
+        .half_range_percent()
     }
 }
 

@@ -3,6 +3,7 @@
 use super::runner::Disk;
 use super::sample::Sample;
 use super::{IoPath, Row};
+use crate::stats::{median, median_opt};
 
 /// Fills the native comparison of rows measured on the same disk at the same depth.
 pub(super) fn compare_with_native(rows: &mut [Row]) {
@@ -18,20 +19,6 @@ pub(super) fn compare_with_native(rows: &mut [Row]) {
                 Some(r.iops_max < native.iops_min || r.iops_min > native.iops_max);
         }
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn median_opt(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let v: Option<Vec<f64>> = v.collect();
-    v.map(median)
 }
 
 pub(super) fn summarize(path: IoPath, disk: &Disk, qd: u16, samples: Vec<Sample>) -> Row {

@@ -55,12 +55,21 @@ pub struct BackendProcess {
 
 impl BackendProcess {
     pub fn start(program: &BackendProgram, disk: &BackendSpec) -> Result<Self, Error> {
+        Self::spawn("blk.sock", |socket| command(program, disk, socket))
+    }
+
+    /// Starts the program `build` makes for a socket path (named `socket_name`, in a fresh
+    /// private directory) and waits for it to create the socket.
+    pub fn spawn(
+        socket_name: &str,
+        build: impl FnOnce(&Path) -> Result<(Command, String), Error>,
+    ) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("iopath-vhost-")
             .tempdir()
             .map_err(Error::TempDir)?;
-        let socket = dir.path().join("blk.sock");
-        let (mut cmd, name) = command(program, disk, &socket)?;
+        let socket = dir.path().join(socket_name);
+        let (mut cmd, name) = build(&socket)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -96,6 +105,11 @@ impl BackendProcess {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The backend's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// CPU time the backend has used so far.
