@@ -18,13 +18,13 @@ use backends::engine::MemEngine;
 use backends::vhost_user_blk::chain::{self, Desc};
 use backends::vhost_user_blk::config::{BlkConfig, Device};
 use backends::vhost_user_blk::memory::address_space;
-use backends::vhost_user_blk::queue::{Ring, Run, Worker};
+use backends::vhost_user_blk::queue::{Run, Worker};
 use backends::vhost_user_blk::request::{self, Op};
 use iommu::DmaSlice;
 use iopath_fuzz::guest::{GuestMem, PAGE};
 use iopath_fuzz::input::Cursor;
+use iopath_fuzz::ring::{split_queue, QueueRing};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const MEM: usize = 0x10000;
@@ -96,47 +96,6 @@ fn parse_one(c: &mut Cursor<'_>) {
     }
 }
 
-/// A bare virtio-queue `Queue` as the worker's ring (the daemon uses `VringState`).
-struct TestRing<'a> {
-    queue: Queue,
-    mem: &'a GuestMemoryMmap,
-}
-
-impl Ring for TestRing<'_> {
-    fn is_live(&self) -> bool {
-        self.queue.ready()
-    }
-    fn desc_table(&self) -> u64 {
-        self.queue.desc_table()
-    }
-    fn avail_ring(&self) -> u64 {
-        self.queue.avail_ring()
-    }
-    fn size(&self) -> u16 {
-        self.queue.size()
-    }
-    fn next_avail(&self) -> u16 {
-        self.queue.next_avail()
-    }
-    fn pop_head(&mut self) -> Option<u16> {
-        self.queue
-            .pop_descriptor_chain(self.mem)
-            .map(|c| c.head_index())
-    }
-    fn add_used(&mut self, head: u16, len: u32) -> bool {
-        self.queue.add_used(self.mem, head, len).is_ok()
-    }
-    fn enable_notification(&mut self) -> bool {
-        self.queue.enable_notification(self.mem).unwrap_or(false)
-    }
-    fn disable_notification(&mut self) {
-        let _ = self.queue.disable_notification(self.mem);
-    }
-    fn signal(&mut self) {
-        let _ = self.queue.needs_notification(self.mem);
-    }
-}
-
 /// One queue worker over a fuzzed ring.
 fn run_queue(c: &mut Cursor<'_>) {
     let size = 1u16 << (c.u8() % 9);
@@ -146,14 +105,8 @@ fn run_queue(c: &mut Cursor<'_>) {
     let image = c.rest();
     vm_memory::Bytes::write_slice(&mem, &image[..image.len().min(MEM)], GuestAddress(0)).unwrap();
 
-    let mut queue = Queue::new(256).unwrap();
-    queue.set_size(size);
-    queue.set_desc_table_address(Some(u32::from(desc)), Some(0));
-    queue.set_avail_ring_address(Some(u32::from(avail)), Some(0));
-    queue.set_used_ring_address(Some(u32::from(used)), Some(0));
-    queue.set_event_idx(flags & 4 != 0);
-    queue.set_ready(true);
-    let mut ring = TestRing { queue, mem: &mem };
+    let queue = split_queue(size, desc, avail, used, flags & 4 != 0);
+    let mut ring = QueueRing { queue, mem: &mem };
 
     // A shallow engine so chains wait in the worker's backlog.
     let engine = MemEngine::new(usize::from(sectors) << 9).with_queue_depth(4);
