@@ -106,7 +106,7 @@ fn run_queue(c: &mut Cursor<'_>) {
     vm_memory::Bytes::write_slice(&mem, &image[..image.len().min(MEM)], GuestAddress(0)).unwrap();
 
     let queue = split_queue(size, desc, avail, used, flags & 4 != 0);
-    let mut ring = QueueRing { queue, mem: &mem };
+    let mut ring = QueueRing::new(queue, &mem);
 
     // A shallow engine so chains wait in the worker's backlog.
     let engine = MemEngine::new(usize::from(sectors) << 9).with_queue_depth(4);

@@ -65,7 +65,7 @@ fn ring<'a>(
 ) -> QueueRing<'a> {
     let (desc, avail, used) = (c.u16(), c.u16(), c.u16());
     let queue = split_queue(size, desc, avail, used, event_idx);
-    QueueRing { queue, mem }
+    QueueRing::new(queue, mem)
 }
 
 fn run_pair(c: &mut Cursor<'_>) {
