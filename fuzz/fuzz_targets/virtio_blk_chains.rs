@@ -20,7 +20,6 @@ use backends::vhost_user_blk::config::{BlkConfig, Device};
 use backends::vhost_user_blk::memory::address_space;
 use backends::vhost_user_blk::queue::{Run, Worker};
 use backends::vhost_user_blk::request::{self, Op};
-use iommu::DmaSlice;
 use iopath_fuzz::guest::{GuestMem, PAGE};
 use iopath_fuzz::input::Cursor;
 use iopath_fuzz::ring::{split_queue, QueueRing};
@@ -37,15 +36,6 @@ fn device(flags: u8, sectors: u16) -> BlkConfig {
         num_queues: 1,
         queue_size: 256,
         serial: "fuzz-serial".into(),
-    }
-}
-
-fn check_inside(mem: &GuestMem, slices: &[DmaSlice]) {
-    for s in slices {
-        assert!(
-            mem.contains(s.as_ptr(), s.len()),
-            "slice outside guest memory"
-        );
     }
 }
 
@@ -68,17 +58,17 @@ fn parse_one(c: &mut Cursor<'_>) {
     assert!(descs.iter().map(|d| u64::from(d.len)).sum::<u64>() <= u64::from(u32::MAX));
     match request::parse(&descs, &space, &dev) {
         Ok(req) => {
-            check_inside(&mem, std::slice::from_ref(&req.status));
+            mem.check_inside(std::slice::from_ref(&req.status));
             let _ = req.op.written();
             let within =
                 |offset: u64, len: u64| offset.checked_add(len).is_some_and(|e| e <= dev.capacity);
             match &req.op {
                 Op::Read { offset, segments } | Op::Write { offset, segments } => {
-                    check_inside(&mem, segments);
+                    mem.check_inside(segments);
                     let len: u64 = segments.iter().map(|s| s.len() as u64).sum();
                     assert!(within(*offset, len), "I/O past the device end");
                 }
-                Op::GetId { segments } => check_inside(&mem, segments),
+                Op::GetId { segments } => mem.check_inside(segments),
                 Op::Ranges(ranges) => {
                     for r in ranges {
                         assert!(within(r.offset, r.len), "range past the device end");
@@ -89,7 +79,7 @@ fn parse_one(c: &mut Cursor<'_>) {
         }
         Err(rejected) => {
             if let Some(status) = &rejected.status {
-                check_inside(&mem, std::slice::from_ref(status));
+                mem.check_inside(std::slice::from_ref(status));
             }
             let _ = rejected.error.status();
         }

@@ -18,7 +18,6 @@ use backends::vhost_user::memory::address_space;
 use backends::vhost_user_net::config::NetConfig;
 use backends::vhost_user_net::frame;
 use backends::vhost_user_net::worker::{Rings, Worker};
-use iommu::DmaSlice;
 use iopath_fuzz::guest::{GuestMem, PAGE};
 use iopath_fuzz::input::Cursor;
 use iopath_fuzz::ring::{split_queue, QueueRing};
@@ -26,15 +25,6 @@ use libfuzzer_sys::fuzz_target;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const MEM: usize = 0x10000;
-
-fn check_inside(mem: &GuestMem, slices: &[DmaSlice]) {
-    for s in slices {
-        assert!(
-            mem.contains(s.as_ptr(), s.len()),
-            "slice outside guest memory"
-        );
-    }
-}
 
 fn parse_one(c: &mut Cursor<'_>) {
     let (table, size, head) = (u64::from(c.u16()), c.u16(), c.u16());
@@ -48,11 +38,11 @@ fn parse_one(c: &mut Cursor<'_>) {
         return;
     }
     if let Ok(b) = frame::tx(&space, &descs, max_tx) {
-        check_inside(&mem, &b.segments);
+        mem.check_inside(&b.segments);
         assert!(b.len <= max_tx && b.len >= frame::MIN_TX);
     }
     if let Ok(b) = frame::rx(&space, &descs) {
-        check_inside(&mem, &b.segments);
+        mem.check_inside(&b.segments);
         let _ = frame::write_at(&space, &descs, 10, &[1, 0]);
     }
 }
