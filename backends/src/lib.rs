@@ -1,5 +1,6 @@
 //! Device-side code shared by the VMM and the daemons.
 
+pub mod cli;
 pub mod engine;
 pub mod host_net;
 pub mod net;

@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use backends::engine::{BlockEngine, MemEngine};
 use backends::vhost_user_blk::backend::ServeOptions;
+use backends::vhost_user_blk::relay::Limits;
+use backends::vhost_user_blk::session::{PrivateSocket, Session};
 use backends::vhost_user_blk::{BlkBackend, BlkConfig};
 use iopath_fuzz::peer::{assert_no_new_fds, frames, open_fds, Peer};
 use libfuzzer_sys::fuzz_target;
-use backends::vhost_user_blk::relay::Limits;
-use backends::vhost_user_blk::session::{PrivateSocket, Session};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 const QUEUES: u16 = 2;

@@ -18,13 +18,12 @@ use backends::engine::MemEngine;
 use backends::vhost_user_blk::chain::{self, Desc};
 use backends::vhost_user_blk::config::{BlkConfig, Device};
 use backends::vhost_user_blk::memory::address_space;
-use backends::vhost_user_blk::queue::{Ring, Run, Worker};
+use backends::vhost_user_blk::queue::{Run, Worker};
 use backends::vhost_user_blk::request::{self, Op};
-use iommu::DmaSlice;
 use iopath_fuzz::guest::{GuestMem, PAGE};
 use iopath_fuzz::input::Cursor;
+use iopath_fuzz::ring::{split_queue, QueueRing};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const MEM: usize = 0x10000;
@@ -37,15 +36,6 @@ fn device(flags: u8, sectors: u16) -> BlkConfig {
         num_queues: 1,
         queue_size: 256,
         serial: "fuzz-serial".into(),
-    }
-}
-
-fn check_inside(mem: &GuestMem, slices: &[DmaSlice]) {
-    for s in slices {
-        assert!(
-            mem.contains(s.as_ptr(), s.len()),
-            "slice outside guest memory"
-        );
     }
 }
 
@@ -68,17 +58,17 @@ fn parse_one(c: &mut Cursor<'_>) {
     assert!(descs.iter().map(|d| u64::from(d.len)).sum::<u64>() <= u64::from(u32::MAX));
     match request::parse(&descs, &space, &dev) {
         Ok(req) => {
-            check_inside(&mem, std::slice::from_ref(&req.status));
+            mem.check_inside(std::slice::from_ref(&req.status));
             let _ = req.op.written();
             let within =
                 |offset: u64, len: u64| offset.checked_add(len).is_some_and(|e| e <= dev.capacity);
             match &req.op {
                 Op::Read { offset, segments } | Op::Write { offset, segments } => {
-                    check_inside(&mem, segments);
+                    mem.check_inside(segments);
                     let len: u64 = segments.iter().map(|s| s.len() as u64).sum();
                     assert!(within(*offset, len), "I/O past the device end");
                 }
-                Op::GetId { segments } => check_inside(&mem, segments),
+                Op::GetId { segments } => mem.check_inside(segments),
                 Op::Ranges(ranges) => {
                     for r in ranges {
                         assert!(within(r.offset, r.len), "range past the device end");
@@ -89,51 +79,10 @@ fn parse_one(c: &mut Cursor<'_>) {
         }
         Err(rejected) => {
             if let Some(status) = &rejected.status {
-                check_inside(&mem, std::slice::from_ref(status));
+                mem.check_inside(std::slice::from_ref(status));
             }
             let _ = rejected.error.status();
         }
-    }
-}
-
-/// A bare virtio-queue `Queue` as the worker's ring (the daemon uses `VringState`).
-struct TestRing<'a> {
-    queue: Queue,
-    mem: &'a GuestMemoryMmap,
-}
-
-impl Ring for TestRing<'_> {
-    fn is_live(&self) -> bool {
-        self.queue.ready()
-    }
-    fn desc_table(&self) -> u64 {
-        self.queue.desc_table()
-    }
-    fn avail_ring(&self) -> u64 {
-        self.queue.avail_ring()
-    }
-    fn size(&self) -> u16 {
-        self.queue.size()
-    }
-    fn next_avail(&self) -> u16 {
-        self.queue.next_avail()
-    }
-    fn pop_head(&mut self) -> Option<u16> {
-        self.queue
-            .pop_descriptor_chain(self.mem)
-            .map(|c| c.head_index())
-    }
-    fn add_used(&mut self, head: u16, len: u32) -> bool {
-        self.queue.add_used(self.mem, head, len).is_ok()
-    }
-    fn enable_notification(&mut self) -> bool {
-        self.queue.enable_notification(self.mem).unwrap_or(false)
-    }
-    fn disable_notification(&mut self) {
-        let _ = self.queue.disable_notification(self.mem);
-    }
-    fn signal(&mut self) {
-        let _ = self.queue.needs_notification(self.mem);
     }
 }
 
@@ -146,14 +95,8 @@ fn run_queue(c: &mut Cursor<'_>) {
     let image = c.rest();
     vm_memory::Bytes::write_slice(&mem, &image[..image.len().min(MEM)], GuestAddress(0)).unwrap();
 
-    let mut queue = Queue::new(256).unwrap();
-    queue.set_size(size);
-    queue.set_desc_table_address(Some(u32::from(desc)), Some(0));
-    queue.set_avail_ring_address(Some(u32::from(avail)), Some(0));
-    queue.set_used_ring_address(Some(u32::from(used)), Some(0));
-    queue.set_event_idx(flags & 4 != 0);
-    queue.set_ready(true);
-    let mut ring = TestRing { queue, mem: &mem };
+    let queue = split_queue(size, desc, avail, used, flags & 4 != 0);
+    let mut ring = QueueRing::new(queue, &mem);
 
     // A shallow engine so chains wait in the worker's backlog.
     let engine = MemEngine::new(usize::from(sectors) << 9).with_queue_depth(4);

@@ -17,24 +17,14 @@ use backends::vhost_user::chain::{self, Desc};
 use backends::vhost_user::memory::address_space;
 use backends::vhost_user_net::config::NetConfig;
 use backends::vhost_user_net::frame;
-use backends::vhost_user_net::worker::{Ring, Rings, Worker};
-use iommu::DmaSlice;
+use backends::vhost_user_net::worker::{Rings, Worker};
 use iopath_fuzz::guest::{GuestMem, PAGE};
 use iopath_fuzz::input::Cursor;
+use iopath_fuzz::ring::{split_queue, QueueRing};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const MEM: usize = 0x10000;
-
-fn check_inside(mem: &GuestMem, slices: &[DmaSlice]) {
-    for s in slices {
-        assert!(
-            mem.contains(s.as_ptr(), s.len()),
-            "slice outside guest memory"
-        );
-    }
-}
 
 fn parse_one(c: &mut Cursor<'_>) {
     let (table, size, head) = (u64::from(c.u16()), c.u16(), c.u16());
@@ -48,52 +38,12 @@ fn parse_one(c: &mut Cursor<'_>) {
         return;
     }
     if let Ok(b) = frame::tx(&space, &descs, max_tx) {
-        check_inside(&mem, &b.segments);
+        mem.check_inside(&b.segments);
         assert!(b.len <= max_tx && b.len >= frame::MIN_TX);
     }
     if let Ok(b) = frame::rx(&space, &descs) {
-        check_inside(&mem, &b.segments);
+        mem.check_inside(&b.segments);
         let _ = frame::write_at(&space, &descs, 10, &[1, 0]);
-    }
-}
-
-struct TestRing<'a> {
-    queue: Queue,
-    mem: &'a GuestMemoryMmap,
-}
-
-impl Ring for TestRing<'_> {
-    fn is_live(&self) -> bool {
-        self.queue.ready()
-    }
-    fn desc_table(&self) -> u64 {
-        self.queue.desc_table()
-    }
-    fn avail_ring(&self) -> u64 {
-        self.queue.avail_ring()
-    }
-    fn size(&self) -> u16 {
-        self.queue.size()
-    }
-    fn next_avail(&self) -> u16 {
-        self.queue.next_avail()
-    }
-    fn pop_head(&mut self) -> Option<u16> {
-        self.queue
-            .pop_descriptor_chain(self.mem)
-            .map(|c| c.head_index())
-    }
-    fn add_used(&mut self, head: u16, len: u32) -> bool {
-        self.queue.add_used(self.mem, head, len).is_ok()
-    }
-    fn enable_notification(&mut self) -> bool {
-        self.queue.enable_notification(self.mem).unwrap_or(false)
-    }
-    fn disable_notification(&mut self) {
-        let _ = self.queue.disable_notification(self.mem);
-    }
-    fn signal(&mut self) {
-        let _ = self.queue.needs_notification(self.mem);
     }
 }
 
@@ -102,16 +52,10 @@ fn ring<'a>(
     size: u16,
     event_idx: bool,
     mem: &'a GuestMemoryMmap,
-) -> TestRing<'a> {
+) -> QueueRing<'a> {
     let (desc, avail, used) = (c.u16(), c.u16(), c.u16());
-    let mut queue = Queue::new(256).unwrap();
-    queue.set_size(size);
-    queue.set_desc_table_address(Some(u32::from(desc)), Some(0));
-    queue.set_avail_ring_address(Some(u32::from(avail)), Some(0));
-    queue.set_used_ring_address(Some(u32::from(used)), Some(0));
-    queue.set_event_idx(event_idx);
-    queue.set_ready(true);
-    TestRing { queue, mem }
+    let queue = split_queue(size, desc, avail, used, event_idx);
+    QueueRing::new(queue, mem)
 }
 
 fn run_pair(c: &mut Cursor<'_>) {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use iommu::{AddressSpace, DmaRegion, Perm};
+use iommu::{AddressSpace, DmaRegion, DmaSlice, Perm};
 
 pub const PAGE: usize = 4096;
 
@@ -92,6 +92,16 @@ impl GuestMem {
     pub fn contains(&self, ptr: *const u8, len: usize) -> bool {
         let (base, p) = (self.buf.ptr as usize, ptr as usize);
         p >= base && p - base <= self.buf.len && len <= self.buf.len - (p - base)
+    }
+
+    /// Fails the run if a slice the code under test handed out leaves this memory.
+    pub fn check_inside(&self, slices: &[DmaSlice]) {
+        for s in slices {
+            assert!(
+                self.contains(s.as_ptr(), s.len()),
+                "slice outside guest memory"
+            );
+        }
     }
 
     /// The memory as read-write regions at IOVA 0, cut at the page offsets `cuts` (sorted,

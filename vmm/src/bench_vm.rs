@@ -33,7 +33,7 @@ use crate::vcpu::{self, ExitCounters, ExitCounts, Vcpu, VcpuShared};
 use crate::vfio::{self, DeviceConfig, Passthrough};
 use crate::virtio::vhost_user_blk::VhostUserBlk;
 use crate::virtio::vhost_user_net::{VhostUserNet, VhostUserNetConfig};
-use crate::virtio::VirtioPciDevice;
+use crate::virtio::{VirtioDevice, VirtioPciDevice};
 use crate::vm::{self, Vm};
 
 /// COM1's interrupt line.
@@ -355,9 +355,7 @@ fn add_disks(
             (DiskBackend::VhostUser(cfg), DiskIface::VhostUser) => {
                 let blk = VhostUserBlk::connect(cfg, vm.ram().memory().clone())
                     .map_err(Error::VhostUser)?;
-                let dev =
-                    VirtioPciDevice::new(Box::new(blk), vm.ioevent_registrar(), vm.msi_sink())
-                        .map_err(Error::Virtio)?;
+                let dev = virtio_pci(vm, Box::new(blk))?;
                 counters.push(dev.exit_counter());
                 Arc::new(Mutex::new(dev))
             }
@@ -368,10 +366,7 @@ fn add_disks(
                 })
             }
         };
-        root.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add_device(dev)
-            .map_err(Error::Pci)?;
+        plug(root, dev)?;
     }
     Ok(counters)
 }
@@ -406,9 +401,7 @@ fn add_nets(
                 };
                 let nic = VhostUserNet::connect(&cfg, vm.ram().memory().clone())
                     .map_err(Error::VhostUserNet)?;
-                let dev =
-                    VirtioPciDevice::new(Box::new(nic), vm.ioevent_registrar(), vm.msi_sink())
-                        .map_err(Error::Virtio)?;
+                let dev = virtio_pci(vm, Box::new(nic))?;
                 counters.push(dev.exit_counter());
                 Arc::new(Mutex::new(dev))
             }
@@ -419,12 +412,23 @@ fn add_nets(
                 })
             }
         };
-        root.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add_device(dev)
-            .map_err(Error::Pci)?;
+        plug(root, dev)?;
     }
     Ok(counters)
+}
+
+/// `device` on a virtio PCI transport wired to the VM's ioevents and MSIs.
+fn virtio_pci(vm: &Vm, device: Box<dyn VirtioDevice>) -> Result<VirtioPciDevice, Error> {
+    VirtioPciDevice::new(device, vm.ioevent_registrar(), vm.msi_sink()).map_err(Error::Virtio)
+}
+
+/// Puts `dev` behind `root`.
+fn plug(root: &Mutex<PciRoot>, dev: Arc<Mutex<dyn PciDevice>>) -> Result<(), Error> {
+    root.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add_device(dev)
+        .map_err(Error::Pci)?;
+    Ok(())
 }
 
 /// Waits for the done signal, returning early if the vCPU thread ends first (a guest fault).

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::kvm_or_skip;
+use common::{bench_vm_config, kvm_or_skip};
 use std::time::Duration;
 
 use iopath_mailbox::{ExitKind, ExitsJob, Job, JobKind};
@@ -29,20 +29,7 @@ fn bench_guest_greets_and_measures_every_exit_kind() {
     if !kvm_or_skip() {
         return;
     }
-    let run = bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job: exits_job(16),
-        timeout: Duration::from_secs(120),
-        console: None,
-        disks: Vec::new(),
-        devices: Vec::new(),
-        nets: Vec::new(),
-    })
-    .expect("bench guest run");
+    let run = bench_vm::run(bench_vm_config(exits_job(16))).expect("bench guest run");
     assert!(
         run.console.contains("iopath bench guest v"),
         "no greeting in: {}",

@@ -9,14 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::kvm_or_skip;
+use common::{bench_vm_config, kvm_or_skip};
 use iopath_mailbox::net::{self, NetDevice, NetJob, NetResults, NetWorkload, ETHERTYPE};
 use iopath_mailbox::{Job, JobKind, Status};
 use vmm::bench_vm::{self, BenchRun, BenchVmConfig};
-use vmm::guest_image::BENCH_GUEST;
-use vmm::memory::RamConfig;
 use vmm::net::{NetBackend, NetConfig, NetIface, DEFAULT_MAC};
 
 const SEED: u64 = 0x0e10_00aa;
@@ -42,21 +39,12 @@ fn net_job(workload: NetWorkload, frame_bytes: u32, depth: u32, ops: u64) -> Job
 
 fn run(job: Job, backend: NetBackend) -> BenchRun {
     let run = bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job,
-        timeout: Duration::from_secs(120),
-        console: None,
-        disks: Vec::new(),
-        devices: Vec::new(),
         nets: vec![NetConfig {
             backend,
             iface: NetIface::E1000,
             mac: None,
         }],
+        ..bench_vm_config(job)
     })
     .expect("bench guest run");
     assert_eq!(

@@ -7,32 +7,21 @@ use std::fs::File;
 use std::time::Duration;
 
 use backends::engine::BackendSpec;
-use common::{block_job, kvm_or_skip};
+use common::{bench_vm_config, block_job, kvm_or_skip};
 use iopath_mailbox::{pattern, BlockDevice, Job, Status, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::disk::{DiskConfig, DiskIface};
-use vmm::guest_image::BENCH_GUEST;
-use vmm::memory::RamConfig;
 
 const DISK_BYTES: u64 = 4 << 20;
 const SEED: u64 = 0x5eed_1234;
 
 fn run(job: Job, backend: BackendSpec) -> bench_vm::BenchRun {
     bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job,
-        timeout: Duration::from_secs(120),
-        console: None,
         disks: vec![DiskConfig {
             backend: backend.into(),
             iface: DiskIface::Nvme,
         }],
-        devices: Vec::new(),
-        nets: Vec::new(),
+        ..bench_vm_config(job)
     })
     .expect("bench guest run")
 }
@@ -138,17 +127,8 @@ fn missing_disk_is_reported_by_the_guest() {
     let mut job = block_job(BlockDevice::Nvme, SEED, Workload::Read, 4096, 1, 0);
     job.block.ops = 10;
     let err = bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job,
         timeout: Duration::from_secs(60),
-        console: None,
-        disks: Vec::new(),
-        devices: Vec::new(),
-        nets: Vec::new(),
+        ..bench_vm_config(job)
     })
     .unwrap_err();
     let chain = vmm::error_chain(&err);

@@ -7,13 +7,11 @@ mod vfio_common;
 mod common;
 
 use std::os::fd::AsFd;
-use std::time::Duration;
 
-use common::{block_job, kvm_or_skip};
+use common::{bench_vm_config, block_job, kvm_or_skip};
 use iopath_mailbox::{pattern, BlockDevice, Job, Status, Workload};
 use vfio_common::{backing_file, serve};
 use vmm::bench_vm::{self, BenchRun, BenchVmConfig};
-use vmm::guest_image::BENCH_GUEST;
 use vmm::memory::{GuestRam, RamConfig};
 use vmm::vfio::transport::{DmaWindow, Transport, CONFIG_REGION};
 use vmm::vfio::user::client::{self, Client};
@@ -27,19 +25,10 @@ const SEED: u64 = 0x5eed_0f10;
 
 fn run(job: Job, socket: &std::path::Path) -> BenchRun {
     bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job,
-        timeout: Duration::from_secs(120),
-        console: None,
-        disks: Vec::new(),
         devices: vec![format!("vfio-user={}", socket.display())
             .parse::<DeviceConfig>()
             .unwrap()],
-        nets: Vec::new(),
+        ..bench_vm_config(job)
     })
     .expect("bench guest run")
 }

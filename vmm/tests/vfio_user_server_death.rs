@@ -7,50 +7,47 @@ mod daemons;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{block_job, kvm_or_skip};
+use common::{bench_vm_config, block_job, kvm_or_skip};
 use daemons::{bin_or_skip, wait_for, Daemon};
 use iopath_mailbox::{error, BlockDevice, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
-use vmm::guest_image::BENCH_GUEST;
-use vmm::memory::RamConfig;
 use vmm::vfio::DeviceConfig;
 
 const DISK_BYTES: u64 = 64 << 20;
 
+/// An NVMe server on a new zeroed disk file in `dir`: the disk, the socket and the server;
+/// `None` (said in one line) without /dev/kvm or the server binary.
+fn start_server(dir: &Path) -> Option<(PathBuf, PathBuf, Daemon)> {
+    if !kvm_or_skip() {
+        return None;
+    }
+    let bin = bin_or_skip("iopath-vfio-user-nvme")?;
+    let disk = dir.join("disk.img");
+    File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
+    let socket = dir.join("nvme.sock");
+    let server = Daemon::start(&bin, &socket, &["--path", disk.to_str().unwrap()]);
+    Some((disk, socket, server))
+}
+
 #[test]
 fn a_killed_server_fails_the_device_and_the_vm_runs_on() {
-    if !kvm_or_skip() {
-        return;
-    }
-    let Some(bin) = bin_or_skip("iopath-vfio-user-nvme") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((disk, socket, server)) = start_server(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
-    let socket = dir.path().join("nvme.sock");
-    let server = Daemon::start(&bin, &socket, &["--path", disk.to_str().unwrap()]);
 
     // Sequential writes for a minute: far longer than the test waits.
     let mut job = block_job(BlockDevice::Nvme, 7, Workload::Write, 4096, 4, 0);
     job.block.duration_ms = 60_000;
     let device = format!("vfio-user={}", socket.display());
     let cfg = BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job,
-        timeout: Duration::from_secs(120),
-        console: None,
-        disks: Vec::new(),
         devices: vec![device.parse::<DeviceConfig>().unwrap()],
-        nets: Vec::new(),
+        ..bench_vm_config(job)
     };
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -107,17 +104,10 @@ fn a_killed_server_fails_the_device_and_the_vm_runs_on() {
 /// when the guest gives up, and its error names the failed device.
 #[test]
 fn iopath_vmm_reports_the_failed_device_and_exits() {
-    if !kvm_or_skip() {
-        return;
-    }
-    let Some(bin) = bin_or_skip("iopath-vfio-user-nvme") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((disk, socket, server)) = start_server(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
-    let socket = dir.path().join("nvme.sock");
-    let server = Daemon::start(&bin, &socket, &["--path", disk.to_str().unwrap()]);
     let stderr = dir.path().join("vmm.err");
     let device = format!("vfio-user={}", socket.display());
     let mut vmm = std::process::Command::new(env!("CARGO_BIN_EXE_iopath-vmm"))

@@ -10,11 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{block_job, kvm_or_skip};
+use common::{bench_vm_config, block_job, kvm_or_skip};
 use iopath_mailbox::{pattern, BlockDevice, Job, Status, Workload};
 use vmm::bench_vm::{self, BenchVmConfig};
 use vmm::disk::{DiskConfig, DiskIface};
-use vmm::guest_image::BENCH_GUEST;
 use vmm::memory::{GuestRam, RamConfig};
 use vmm::virtio::vhost_user_blk::{VhostUserBlk, VhostUserBlkConfig};
 use vmm::virtio::{Activation, QueueActivation, VirtioDevice};
@@ -100,17 +99,8 @@ fn run(job: Job, socket: &Path) -> bench_vm::BenchRun {
         .unwrap();
     assert_eq!(disk.iface, DiskIface::VhostUser);
     match bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job,
-        timeout: Duration::from_secs(120),
-        console: None,
         disks: vec![disk],
-        devices: Vec::new(),
-        nets: Vec::new(),
+        ..bench_vm_config(job)
     }) {
         Ok(run) => run,
         Err(e) => panic!(
@@ -249,17 +239,16 @@ fn a_missing_socket_fails_before_the_guest_starts() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("nobody.sock");
     let err = bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job: block_job(BlockDevice::VirtioBlk, SEED, Workload::Read, 4096, 1, 0),
         timeout: Duration::from_secs(30),
-        console: None,
         disks: vec![format!("socket={}", socket.display()).parse().unwrap()],
-        devices: Vec::new(),
-        nets: Vec::new(),
+        ..bench_vm_config(block_job(
+            BlockDevice::VirtioBlk,
+            SEED,
+            Workload::Read,
+            4096,
+            1,
+            0,
+        ))
     })
     .unwrap_err();
     let chain = vmm::error_chain(&err);

@@ -11,12 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::kvm_or_skip;
+use common::{bench_vm_config, kvm_or_skip};
 use iopath_mailbox::net::{mac_to_u64, NetDevice, NetJob, NetResults, NetWorkload};
 use iopath_mailbox::{Job, JobKind, Status};
 use vmm::bench_vm::{self, BenchRun, BenchVmConfig};
-use vmm::guest_image::BENCH_GUEST;
-use vmm::memory::RamConfig;
 use vmm::net::{NetConfig, NetIface};
 
 const DAEMON: &str = "iopath-vhost-user-net";
@@ -164,17 +162,8 @@ fn run(job: Job, socket: &Path) -> BenchRun {
     .unwrap();
     assert_eq!(net.iface, NetIface::VhostUser);
     match bench_vm::run(BenchVmConfig {
-        ram: RamConfig {
-            size: 128 << 20,
-            hugepages: false,
-        },
-        image: BENCH_GUEST.to_vec(),
-        job,
-        timeout: Duration::from_secs(120),
-        console: None,
-        disks: Vec::new(),
-        devices: Vec::new(),
         nets: vec![net],
+        ..bench_vm_config(job)
     }) {
         Ok(run) => run,
         Err(e) => panic!(

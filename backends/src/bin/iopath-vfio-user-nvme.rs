@@ -1,11 +1,11 @@
 //! `iopath-vfio-user-nvme`: the NVMe controller model served over vfio-user, the passthrough
 //! path's device on hosts without kernel VFIO.
 
-use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use backends::cli;
 use backends::engine::BackendSpec;
 use backends::nvme::ControllerConfig;
 use backends::vfio_user_nvme::{self, DaemonConfig, Limits, PollTuning};
@@ -78,7 +78,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    cli::init_logging();
     let args = Args::parse();
     let cfg = DaemonConfig {
         socket: args.socket.clone(),
@@ -97,20 +97,8 @@ fn main() -> ExitCode {
     match vfio_user_nvme::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("iopath-vfio-user-nvme: error: {}", chain(&e));
+            eprintln!("iopath-vfio-user-nvme: error: {}", cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its sources, outermost first.
-fn chain(e: &dyn Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use backends::cli;
 use backends::engine::BackendSpec;
 use backends::vhost_user_blk::backend::ServeOptions;
 use backends::vhost_user_blk::daemon::{self, DaemonConfig};
@@ -77,28 +78,7 @@ enum Error {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(e) if e.use_stderr() => {
-            let msg = e.to_string();
-            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
-            eprint!("{NAME}: error: {msg}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-    };
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{NAME}: error: {}", chain(&e));
-            ExitCode::FAILURE
-        }
-    }
+    cli::main(NAME, run)
 }
 
 fn run(args: Args) -> Result<(), Error> {
@@ -131,16 +111,4 @@ fn run(args: Args) -> Result<(), Error> {
     };
     daemon::run(&config)?;
     Ok(())
-}
-
-/// The error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use vhost_user_backend::VringState;
-use virtio_queue::QueueT;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 /// Guest memory as the vhost-user memory table describes it.
@@ -107,6 +107,74 @@ impl Ring for VringRing<'_> {
             if let Err(e) = self.state.signal_used_queue() {
                 log::debug!("cannot signal the driver: {e}");
             }
+        }
+    }
+}
+
+/// A bare virtio-queue `Queue` over plain guest memory as a ring, for unit tests and fuzzing
+/// (no frontend sets up a `VringState` there).
+pub struct QueueRing<'a> {
+    pub queue: Queue,
+    pub mem: &'a GuestMemoryMmap,
+    /// The times `signal` found the driver wanting a notification.
+    pub signals: u32,
+}
+
+impl<'a> QueueRing<'a> {
+    pub fn new(queue: Queue, mem: &'a GuestMemoryMmap) -> Self {
+        QueueRing {
+            queue,
+            mem,
+            signals: 0,
+        }
+    }
+}
+
+impl Ring for QueueRing<'_> {
+    fn is_live(&self) -> bool {
+        self.queue.ready()
+    }
+    fn desc_table(&self) -> u64 {
+        self.queue.desc_table()
+    }
+    fn avail_ring(&self) -> u64 {
+        self.queue.avail_ring()
+    }
+    fn size(&self) -> u16 {
+        self.queue.size()
+    }
+    fn next_avail(&self) -> u16 {
+        self.queue.next_avail()
+    }
+    fn set_next_avail(&mut self, idx: u16) {
+        self.queue.set_next_avail(idx);
+    }
+    fn next_used(&self) -> u16 {
+        self.queue.next_used()
+    }
+    fn used_idx(&self) -> Option<u16> {
+        self.queue
+            .used_idx(self.mem, std::sync::atomic::Ordering::Acquire)
+            .ok()
+            .map(|i| i.0)
+    }
+    fn pop_head(&mut self) -> Option<u16> {
+        self.queue
+            .pop_descriptor_chain(self.mem)
+            .map(|c| c.head_index())
+    }
+    fn add_used(&mut self, head: u16, len: u32) -> bool {
+        self.queue.add_used(self.mem, head, len).is_ok()
+    }
+    fn enable_notification(&mut self) -> bool {
+        self.queue.enable_notification(self.mem).unwrap_or(false)
+    }
+    fn disable_notification(&mut self) {
+        let _ = self.queue.disable_notification(self.mem);
+    }
+    fn signal(&mut self) {
+        if self.queue.needs_notification(self.mem).unwrap_or(true) {
+            self.signals = self.signals.saturating_add(1);
         }
     }
 }

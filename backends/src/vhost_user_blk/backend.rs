@@ -3,26 +3,21 @@
 //! thread's epoll set next to the kick.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringEpollHandler, VringMutex, VringState, VringT};
 use virtio_bindings::virtio_blk::VIRTIO_BLK_F_FLUSH;
-use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use super::config::{config_window, BlkConfig, Device, WCE_OFFSET};
 use super::inflight_region::{QueueRegion, Region, Tracker};
-use super::memory::{address_space, check_files};
 use super::queue::{Ring, Run, Stats, Worker, RUN_BUDGET};
 use super::relay;
 use crate::engine::BlockEngine;
+use crate::vhost_user::queue_thread::{self, ExitEvents, SharedWorker};
 use crate::vhost_user::ring::VringRing;
 
 /// Guest memory as the vhost-user memory table describes it.
@@ -41,9 +36,7 @@ pub struct ServeOptions {
 }
 
 struct Queue {
-    worker: Mutex<Worker>,
-    /// Control-path callers waiting for `worker`; the poll loop lets go when non-zero.
-    waiting: AtomicU32,
+    worker: SharedWorker<Worker>,
     /// The queue's vring, learned from its first event; `stop_vring` needs it to post the
     /// completions it waits for.
     vring: OnceLock<Vring>,
@@ -55,15 +48,7 @@ pub struct BlkBackend {
     queues: Vec<Queue>,
     mem: Memory,
     options: ServeOptions,
-    /// The read ends of the queue threads' exit events. vhost-user-backend 0.24.0 takes them
-    /// with `into_raw_fd` into its epoll set and never closes them, which would leak one
-    /// eventfd per queue per connection (a daemon serves connection after connection); they
-    /// are closed on drop instead.
-    exit_fds: Mutex<Vec<RawFd>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    exit_events: ExitEvents,
 }
 
 impl BlkBackend {
@@ -79,8 +64,7 @@ impl BlkBackend {
         let queues = engines
             .into_iter()
             .map(|engine| Queue {
-                worker: Mutex::new(Worker::new(engine, device.clone())),
-                waiting: AtomicU32::new(0),
+                worker: SharedWorker::new(Worker::new(engine, device.clone())),
                 vring: OnceLock::new(),
             })
             .collect();
@@ -89,13 +73,13 @@ impl BlkBackend {
             queues,
             mem,
             options,
-            exit_fds: Mutex::new(Vec::new()),
+            exit_events: ExitEvents::default(),
         }
     }
 
     /// The epoll data of the completion eventfds; 0..=num_queues belong to the library.
     pub fn completion_event(&self) -> u64 {
-        self.queues.len() as u64 + 1
+        queue_thread::completion_event(self.queues.len())
     }
 
     /// Puts every engine's completion eventfd into its queue thread's epoll set.
@@ -103,12 +87,8 @@ impl BlkBackend {
         &self,
         handlers: &[Arc<VringEpollHandler<Arc<BlkBackend>>>],
     ) -> io::Result<()> {
-        for (queue, handler) in self.queues.iter().zip(handlers) {
-            if let Some(fd) = lock(&queue.worker).completion_fd() {
-                handler.register_listener(fd, EventSet::IN, self.completion_event())?;
-            }
-        }
-        Ok(())
+        let fds = self.queues.iter().map(|q| q.worker.lock().completion_fd());
+        queue_thread::register_completions(handlers, fds, self.completion_event())
     }
 
     /// Completes everything in flight on every queue.
@@ -122,7 +102,7 @@ impl BlkBackend {
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
         for queue in &self.queues {
-            let s = lock(&queue.worker).stats();
+            let s = queue.worker.lock().stats();
             total.chains += s.chains;
             total.dropped += s.dropped;
             total.rejected += s.rejected;
@@ -133,14 +113,6 @@ impl BlkBackend {
         total
     }
 
-    /// Takes a queue's worker from the control path: the poll loop sees `waiting` and yields.
-    fn control<'a>(&self, queue: &'a Queue) -> MutexGuard<'a, Worker> {
-        queue.waiting.fetch_add(1, Ordering::SeqCst);
-        let worker = lock(&queue.worker);
-        queue.waiting.fetch_sub(1, Ordering::SeqCst);
-        worker
-    }
-
     fn ring<'a>(&'a self, state: &'a mut VringState<Memory>) -> VringRing<'a> {
         VringRing {
             state,
@@ -149,7 +121,7 @@ impl BlkBackend {
     }
 
     fn drain_queue(&self, queue: &Queue) {
-        let mut worker = self.control(queue);
+        let mut worker = queue.worker.control();
         // No event yet means nothing was ever started on this queue.
         let Some(vring) = queue.vring.get() else {
             return;
@@ -158,7 +130,7 @@ impl BlkBackend {
     }
 
     fn process(&self, queue: &Queue, vring: &Vring) {
-        let (mut worker, worked) = self.run_until_idle(queue, lock(&queue.worker), vring);
+        let (mut worker, worked) = self.run_until_idle(queue, queue.worker.lock(), vring);
         if worked && !self.options.poll.is_zero() {
             self.poll(queue, &mut worker, vring);
             // Re-arms notifications and picks up what raced with that.
@@ -180,10 +152,8 @@ impl BlkBackend {
                 Run::Idle { worked: w } => return (worker, worked | w),
                 Run::More => worked = true,
             }
-            if queue.waiting.load(Ordering::Relaxed) > 0 {
-                drop(worker);
-                std::thread::yield_now();
-                worker = lock(&queue.worker);
+            if queue.worker.control_waiting() {
+                worker = queue.worker.yield_to_control(worker);
             } else {
                 std::thread::yield_now();
             }
@@ -197,7 +167,7 @@ impl BlkBackend {
     fn poll(&self, queue: &Queue, worker: &mut Worker, vring: &Vring) {
         self.ring(&mut vring.get_mut()).disable_notification();
         let mut deadline = Instant::now() + self.options.poll;
-        while queue.waiting.load(Ordering::Relaxed) == 0 {
+        while !queue.worker.control_waiting() {
             if worker.has_work() {
                 let mut state = vring.get_mut();
                 let mut ring = self.ring(&mut state);
@@ -224,17 +194,6 @@ impl BlkBackend {
     }
 }
 
-impl Drop for BlkBackend {
-    fn drop(&mut self) {
-        for fd in lock(&self.exit_fds).drain(..) {
-            // SAFETY: the library (pinned at =0.24.0) owns these descriptors only in the epoll
-            // set of a `VringEpollHandler`, never closes them, and every handler holds an `Arc`
-            // of this backend: now that it is dropped, no handler and no epoll set uses them.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-    }
-}
-
 /// What the relay in front of the crate tells the device.
 impl relay::Device for BlkBackend {
     fn num_queues(&self) -> u16 {
@@ -248,13 +207,13 @@ impl relay::Device for BlkBackend {
     fn set_inflight(&self, region: Arc<Region>) {
         for (i, queue) in self.queues.iter().enumerate() {
             let tracker = QueueRegion::new(region.clone(), i as u16).map(Tracker::new);
-            self.control(queue).set_tracker(tracker);
+            queue.worker.control().set_tracker(tracker);
         }
     }
 
     fn vring_starting(&self, index: u16) {
         if let Some(queue) = self.queues.get(usize::from(index)) {
-            self.control(queue).restart_tracking();
+            queue.worker.control().restart_tracking();
         }
     }
 }
@@ -308,24 +267,11 @@ impl VhostUserBackend for BlkBackend {
     }
 
     fn update_memory(&self, mem: Memory) -> io::Result<()> {
-        // The library has already made this table current for the rings; a table that would
-        // fault is replaced by no memory at all, so nothing (rings or requests) touches it.
-        if let Err(e) = check_files(&mem.memory()) {
-            mem.lock()
-                .map_err(|_| io::Error::other("memory lock poisoned"))?
-                .replace(GuestMemoryMmap::new());
-            let empty = Arc::new(iommu::AddressSpace::new());
+        queue_thread::update_memory(&mem, |space| {
             for queue in &self.queues {
-                self.control(queue).set_space(empty.clone());
+                queue.worker.control().set_space(space.clone());
             }
-            return Err(e);
-        }
-        let space = address_space(mem.memory().into_inner()).map_err(io::Error::other)?;
-        let space = Arc::new(space);
-        for queue in &self.queues {
-            self.control(queue).set_space(space.clone());
-        }
-        Ok(())
+        })
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
@@ -333,16 +279,7 @@ impl VhostUserBackend for BlkBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => {
-                lock(&self.exit_fds).push(pair.0.as_raw_fd());
-                Some(pair)
-            }
-            Err(e) => {
-                log::error!("cannot create a queue thread's exit event: {e}");
-                None
-            }
-        }
+        self.exit_events.create()
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
@@ -368,7 +305,7 @@ impl VhostUserBackend for BlkBackend {
         };
         let vring = queue.vring.get_or_init(|| vring.clone());
         if u64::from(device_event) == self.completion_event() {
-            lock(&queue.worker).clear_completion_fd();
+            queue.worker.lock().clear_completion_fd();
         } else if device_event != 0 {
             log::warn!("queue {thread_id}: unexpected event {device_event}");
             return Ok(());

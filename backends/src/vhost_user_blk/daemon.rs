@@ -374,7 +374,7 @@ fn serve_listening(shared: &Arc<Shared>, socket: &Socket, term: &Termination) ->
             .name("vhost-user-conn".into())
             .spawn(move || {
                 if let Err(e) = serve_one(&shared, stream, || conn_live.closing(id)) {
-                    log::warn!("connection failed: {}", chain(&e));
+                    log::warn!("connection failed: {}", crate::cli::error_chain(&e));
                 }
                 conn_live.remove(id);
             });
@@ -454,18 +454,6 @@ fn serve_one(
     let stats = session.close();
     log::info!("connection statistics: {stats:?}");
     Ok(())
-}
-
-/// The error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -527,7 +527,7 @@ mod tests {
     use virtio_queue::desc::split::Descriptor as SplitDesc;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
-    use virtio_queue::{Queue, QueueT};
+    use virtio_queue::Queue;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     use super::super::config::BlkConfig;
@@ -535,63 +535,9 @@ mod tests {
     use super::super::testing::{header, range};
     use super::*;
     use crate::engine::{MemEngine, MemHandle, MemOp, NullConfig, NullEngine, SubmitError};
+    use crate::vhost_user::ring::QueueRing;
 
     const QSIZE: u16 = 16;
-
-    struct TestRing<'a> {
-        queue: Queue,
-        mem: &'a GuestMemoryMmap,
-        signals: u32,
-    }
-
-    impl Ring for TestRing<'_> {
-        fn is_live(&self) -> bool {
-            self.queue.ready()
-        }
-        fn desc_table(&self) -> u64 {
-            self.queue.desc_table()
-        }
-        fn avail_ring(&self) -> u64 {
-            self.queue.avail_ring()
-        }
-        fn size(&self) -> u16 {
-            self.queue.size()
-        }
-        fn next_avail(&self) -> u16 {
-            self.queue.next_avail()
-        }
-        fn set_next_avail(&mut self, idx: u16) {
-            self.queue.set_next_avail(idx);
-        }
-        fn next_used(&self) -> u16 {
-            self.queue.next_used()
-        }
-        fn used_idx(&self) -> Option<u16> {
-            self.queue
-                .used_idx(self.mem, std::sync::atomic::Ordering::Acquire)
-                .ok()
-                .map(|i| i.0)
-        }
-        fn pop_head(&mut self) -> Option<u16> {
-            self.queue
-                .pop_descriptor_chain(self.mem)
-                .map(|c| c.head_index())
-        }
-        fn add_used(&mut self, head: u16, len: u32) -> bool {
-            self.queue.add_used(self.mem, head, len).is_ok()
-        }
-        fn enable_notification(&mut self) -> bool {
-            self.queue.enable_notification(self.mem).unwrap_or(false)
-        }
-        fn disable_notification(&mut self) {
-            let _ = self.queue.disable_notification(self.mem);
-        }
-        fn signal(&mut self) {
-            if self.queue.needs_notification(self.mem).unwrap_or(true) {
-                self.signals += 1;
-            }
-        }
-    }
 
     /// The driver side: lays out chains in the mock queue and reads the used ring.
     struct Driver<'a> {
@@ -613,12 +559,8 @@ mod tests {
             }
         }
 
-        fn ring(&self) -> TestRing<'a> {
-            TestRing {
-                queue: self.q.create_queue::<Queue>().unwrap(),
-                mem: self.mem,
-                signals: 0,
-            }
+        fn ring(&self) -> QueueRing<'a> {
+            QueueRing::new(self.q.create_queue::<Queue>().unwrap(), self.mem)
         }
 
         /// Writes a chain of (address, length, device-writable) buffers and publishes it.

@@ -33,6 +33,7 @@ use std::thread;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use super::inflight_region::{self, Geometry, Region};
+use crate::cli::error_chain;
 
 /// vhost-user header: request u32, flags u32, size u32.
 const HEADER: usize = 12;
@@ -315,7 +316,7 @@ impl Vetting<'_> {
             }
             // The message has a reply of its own: the error can only be an empty one, which
             // the frontend reads as a failure.
-            Err(e) => Verdict::Refuse(format!("GET_INFLIGHT_FD: {}", chain(&e))),
+            Err(e) => Verdict::Refuse(format!("GET_INFLIGHT_FD: {}", error_chain(&e))),
         }
     }
 
@@ -333,7 +334,7 @@ impl Vetting<'_> {
                 self.device.set_inflight(Arc::new(region));
                 Verdict::Answered(self.ack(&m, true))
             }
-            Err(e) => Verdict::Refuse(format!("SET_INFLIGHT_FD: {}", chain(&e))),
+            Err(e) => Verdict::Refuse(format!("SET_INFLIGHT_FD: {}", error_chain(&e))),
         }
     }
 
@@ -358,17 +359,6 @@ fn patch_reply(m: &mut Message, limits: Limits) {
         _ => return,
     };
     m.bytes[HEADER..].copy_from_slice(&patched.to_le_bytes());
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 /// Relays one frontend connection to the crate's end until either side closes or the frontend

@@ -3,23 +3,19 @@
 //! completion eventfd sits in that thread's epoll set next to the kicks.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringEpollHandler, VringMutex, VringT};
-use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use super::config::{config_window, NetConfig};
 use super::worker::{Ring, Rings, Stats, Worker};
 use crate::net::{guest_offloads, NetEngine};
-use crate::vhost_user::memory::{address_space, check_files};
+use crate::vhost_user::queue_thread::{self, lock, ExitEvents, SharedWorker};
 use crate::vhost_user::ring::VringRing;
 
 pub use crate::vhost_user::ring::Memory;
@@ -36,9 +32,7 @@ pub struct ServeOptions {
 }
 
 struct Pair {
-    worker: Mutex<Worker>,
-    /// Control-path callers waiting for `worker`; the poll loop lets go when non-zero.
-    waiting: AtomicU32,
+    worker: SharedWorker<Worker>,
     /// The pair's vrings, learned from its first event, for draining from the control path.
     vrings: Mutex<Option<Vec<Vring>>>,
 }
@@ -50,12 +44,7 @@ pub struct NetBackend {
     mem: Memory,
     options: ServeOptions,
     acked: AtomicU64,
-    /// Exit-event read ends the library never closes (see the blk backend); closed on drop.
-    exit_fds: Mutex<Vec<RawFd>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    exit_events: ExitEvents,
 }
 
 impl NetBackend {
@@ -70,8 +59,7 @@ impl NetBackend {
         let pairs = engines
             .into_iter()
             .map(|engine| Pair {
-                worker: Mutex::new(Worker::new(engine, limits, config.queue_pairs)),
-                waiting: AtomicU32::new(0),
+                worker: SharedWorker::new(Worker::new(engine, limits, config.queue_pairs)),
                 vrings: Mutex::new(None),
             })
             .collect();
@@ -81,25 +69,21 @@ impl NetBackend {
             mem,
             options,
             acked: AtomicU64::new(0),
-            exit_fds: Mutex::new(Vec::new()),
+            exit_events: ExitEvents::default(),
         }
     }
 
     /// The epoll data of the completion eventfds; 0..=num_queues belong to the library.
     pub fn completion_event(&self) -> u64 {
-        self.config.num_queues() as u64 + 1
+        queue_thread::completion_event(self.config.num_queues())
     }
 
     pub fn register_completions(
         &self,
         handlers: &[Arc<VringEpollHandler<Arc<NetBackend>>>],
     ) -> io::Result<()> {
-        for (pair, handler) in self.pairs.iter().zip(handlers) {
-            if let Some(fd) = lock(&pair.worker).completion_fd() {
-                handler.register_listener(fd, EventSet::IN, self.completion_event())?;
-            }
-        }
-        Ok(())
+        let fds = self.pairs.iter().map(|p| p.worker.lock().completion_fd());
+        queue_thread::register_completions(handlers, fds, self.completion_event())
     }
 
     pub fn drain(&self) {
@@ -112,16 +96,9 @@ impl NetBackend {
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
         for pair in &self.pairs {
-            total.add(&lock(&pair.worker).stats());
+            total.add(&pair.worker.lock().stats());
         }
         total
-    }
-
-    fn control<'a>(&self, pair: &'a Pair) -> MutexGuard<'a, Worker> {
-        pair.waiting.fetch_add(1, Ordering::SeqCst);
-        let worker = lock(&pair.worker);
-        pair.waiting.fetch_sub(1, Ordering::SeqCst);
-        worker
     }
 
     fn with_rings<T>(
@@ -153,7 +130,7 @@ impl NetBackend {
     }
 
     fn drain_pair(&self, pair: &Pair) {
-        let mut worker = self.control(pair);
+        let mut worker = pair.worker.control();
         let Some(vrings) = lock(&pair.vrings).clone() else {
             return;
         };
@@ -175,23 +152,21 @@ impl NetBackend {
             if idle {
                 return (worker, worked);
             }
-            if pair.waiting.load(Ordering::Relaxed) > 0 {
-                drop(worker);
-                std::thread::yield_now();
-                worker = lock(&pair.worker);
+            if pair.worker.control_waiting() {
+                worker = pair.worker.yield_to_control(worker);
             }
         }
     }
 
     fn process(&self, pair: &Pair, vrings: &[Vring]) {
-        let (mut worker, worked) = self.run_until_idle(pair, lock(&pair.worker), vrings);
+        let (mut worker, worked) = self.run_until_idle(pair, pair.worker.lock(), vrings);
         if !worked || self.options.poll.is_zero() {
             return;
         }
         // Busy-poll with notifications off until nothing happened for the poll interval; a
         // control-path caller waiting for the worker ends it.
         let mut deadline = Instant::now() + self.options.poll;
-        while pair.waiting.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        while !pair.worker.control_waiting() && Instant::now() < deadline {
             let progress = self.with_rings(vrings, |rings| {
                 rings.rx.disable_notification();
                 rings.tx.disable_notification();
@@ -206,16 +181,6 @@ impl NetBackend {
             }
         }
         drop(self.run_until_idle(pair, worker, vrings));
-    }
-}
-
-impl Drop for NetBackend {
-    fn drop(&mut self) {
-        for fd in lock(&self.exit_fds).drain(..) {
-            // SAFETY: as in the blk backend: the library (=0.24.0) never closes these, and
-            // every handler holding them holds an `Arc` of this backend, now dropped.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
     }
 }
 
@@ -239,7 +204,8 @@ impl VhostUserBackend for NetBackend {
         self.acked.store(features, Ordering::SeqCst);
         let limits = self.config.limits(features);
         for pair in &self.pairs {
-            self.control(pair)
+            pair.worker
+                .control()
                 .set_limits(limits, guest_offloads(features));
         }
     }
@@ -259,21 +225,11 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn update_memory(&self, mem: Memory) -> io::Result<()> {
-        if let Err(e) = check_files(&mem.memory()) {
-            mem.lock()
-                .map_err(|_| io::Error::other("memory lock poisoned"))?
-                .replace(GuestMemoryMmap::new());
-            let empty = Arc::new(iommu::AddressSpace::new());
+        queue_thread::update_memory(&mem, |space| {
             for pair in &self.pairs {
-                self.control(pair).set_space(empty.clone());
+                pair.worker.control().set_space(space.clone());
             }
-            return Err(e);
-        }
-        let space = Arc::new(address_space(mem.memory().into_inner()).map_err(io::Error::other)?);
-        for pair in &self.pairs {
-            self.control(pair).set_space(space.clone());
-        }
-        Ok(())
+        })
     }
 
     /// Pair `i` is queues `2i` (RX) and `2i + 1` (TX); the control queue joins pair 0.
@@ -286,16 +242,7 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => {
-                lock(&self.exit_fds).push(pair.0.as_raw_fd());
-                Some(pair)
-            }
-            Err(e) => {
-                log::error!("cannot create a queue thread's exit event: {e}");
-                None
-            }
-        }
+        self.exit_events.create()
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
@@ -322,7 +269,7 @@ impl VhostUserBackend for NetBackend {
         };
         lock(&pair.vrings).get_or_insert_with(|| vrings.to_vec());
         if u64::from(device_event) == self.completion_event() {
-            lock(&pair.worker).clear_completion_fd();
+            pair.worker.lock().clear_completion_fd();
         } else if usize::from(device_event) >= vrings.len() {
             log::warn!("pair {thread_id}: unexpected event {device_event}");
             return Ok(());

@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::Duration;
 
 use iopath_mailbox::{BlockDevice, BlockJob, Job, JobKind, Workload};
+use vmm::bench_vm::BenchVmConfig;
+use vmm::guest_image::BENCH_GUEST;
+use vmm::memory::RamConfig;
 
 /// Whether /dev/kvm is here; says so in one line when it is not.
 pub fn kvm_or_skip() -> bool {
@@ -37,5 +41,23 @@ pub fn block_job(
             region_bytes,
         },
         ..Job::default()
+    }
+}
+
+/// A bench-guest VM running `job` in 128 MiB of RAM without devices (add `disks`, `devices`
+/// or `nets`), with a time limit far above any test's run on a loaded machine.
+pub fn bench_vm_config(job: Job) -> BenchVmConfig {
+    BenchVmConfig {
+        ram: RamConfig {
+            size: 128 << 20,
+            hugepages: false,
+        },
+        image: BENCH_GUEST.to_vec(),
+        job,
+        timeout: Duration::from_secs(120),
+        console: None,
+        disks: Vec::new(),
+        devices: Vec::new(),
+        nets: Vec::new(),
     }
 }
