@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use vmm::bench_vm::{self, BenchRun, BenchVmConfig};
+
+use crate::block::vhost_backend::BackendProcess;
+
 /// User plus system time of every thread of this process so far, including io_uring workers
 /// and the vCPU threads (whose guest time counts as this process's).
 pub fn process_time() -> Duration {
@@ -32,6 +36,22 @@ pub fn process_time_of(pid: u32) -> Option<Duration> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
     Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
+}
+
+/// Runs a bench VM and returns the CPU time it took, per process: this one (`vmm`: every VMM
+/// thread, the polling vCPU included) and, if one serves the VM, the `backend` daemon.
+pub fn measured_vm_run(
+    cfg: BenchVmConfig,
+    backend: Option<&BackendProcess>,
+) -> Result<(BenchRun, Vec<(String, f64)>), bench_vm::Error> {
+    let cpu0 = process_time();
+    let backend_cpu0 = backend.map(|b| b.cpu_time());
+    let run = bench_vm::run(cfg)?;
+    let mut processes = vec![("vmm".to_string(), (process_time() - cpu0).as_secs_f64())];
+    if let (Some(b), Some(t0)) = (backend, backend_cpu0) {
+        processes.push(("backend".to_string(), (b.cpu_time() - t0).as_secs_f64()));
+    }
+    Ok((run, processes))
 }
 
 #[cfg(test)]

@@ -104,9 +104,7 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
         ),
     };
     let guest_job = job.work.guest_job(device);
-    let cpu0 = cpu::process_time();
-    let backend_cpu0 = backend.as_ref().map(BackendProcess::cpu_time);
-    let run = bench_vm::run(BenchVmConfig {
+    let config = BenchVmConfig {
         ram: RamConfig {
             size: job.memory,
             hugepages: false,
@@ -118,13 +116,8 @@ pub fn run(job: &GuestVmJob) -> Result<Sample, Error> {
         disks,
         devices,
         nets: Vec::new(),
-    })
-    .map_err(Error::Run)?;
-    let vmm_cpu = (cpu::process_time() - cpu0).as_secs_f64();
-    let mut processes = vec![("vmm".to_string(), vmm_cpu)];
-    if let (Some(b), Some(t0)) = (&backend, backend_cpu0) {
-        processes.push(("backend".to_string(), (b.cpu_time() - t0).as_secs_f64()));
-    }
+    };
+    let (run, processes) = cpu::measured_vm_run(config, backend.as_ref()).map_err(Error::Run)?;
     drop(backend);
     let khz = run.mailbox.job.tsc_khz;
     if khz == 0 {

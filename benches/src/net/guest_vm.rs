@@ -16,7 +16,7 @@ use super::far::{self, FarSide};
 use super::testpmd;
 use super::vhost_net::{self, DaemonMode};
 use super::{NetSample, NetWork};
-use crate::block::vhost_backend::{self, BackendProcess};
+use crate::block::vhost_backend;
 use crate::cpu;
 
 /// Set-up and tear-down time allowed on top of the run time.
@@ -103,9 +103,7 @@ fn run_here(job: &GuestVmJob, tap: Option<&str>) -> Result<NetSample, Error> {
             },
         ),
     };
-    let cpu0 = cpu::process_time();
-    let backend_cpu0 = backend.as_ref().map(BackendProcess::cpu_time);
-    let run = bench_vm::run(BenchVmConfig {
+    let config = BenchVmConfig {
         ram: RamConfig {
             size: job.memory,
             hugepages: false,
@@ -117,13 +115,8 @@ fn run_here(job: &GuestVmJob, tap: Option<&str>) -> Result<NetSample, Error> {
         disks: Vec::new(),
         devices: Vec::new(),
         nets: vec![net],
-    })
-    .map_err(Error::Run)?;
-    let vmm_cpu = (cpu::process_time() - cpu0).as_secs_f64();
-    let mut processes = vec![("vmm".to_string(), vmm_cpu)];
-    if let (Some(b), Some(t0)) = (&backend, backend_cpu0) {
-        processes.push(("backend".to_string(), (b.cpu_time() - t0).as_secs_f64()));
-    }
+    };
+    let (run, processes) = cpu::measured_vm_run(config, backend.as_ref()).map_err(Error::Run)?;
     drop(backend);
     let khz = run.mailbox.job.tsc_khz;
     if khz == 0 {
