@@ -18,20 +18,25 @@ const HDR: usize = 12;
 const RX: usize = 0;
 const TX: usize = 1;
 
-/// The daemon process; terminated (SIGTERM) and reaped on drop, its stderr kept.
+/// The daemon process; terminated (SIGTERM) and reaped on drop. Its stderr goes to a file, not
+/// a pipe: nobody reads a pipe while the test runs, and a full one would block the daemon's
+/// logging (and with it the queue thread that logs).
 struct Daemon {
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl Daemon {
     fn spawn(socket: &Path, args: &[&str]) -> Daemon {
+        let log = socket.with_extension("log");
+        let stderr = std::fs::File::create(&log).expect("create the daemon's log");
         let child = Command::new(BIN)
             .arg("--socket")
             .arg(socket)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawn the daemon");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -39,18 +44,17 @@ impl Daemon {
             assert!(Instant::now() < deadline, "no socket");
             std::thread::sleep(Duration::from_millis(10));
         }
-        Daemon { child }
+        Daemon { child, log }
     }
 
     /// SIGTERM, wait, and return what it printed.
     fn stop(mut self) -> String {
         // SAFETY: sends a signal to our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
-            .wait_with_output()
-            .unwrap();
-        assert!(out.status.success(), "daemon failed: {out:?}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let status = self.child.wait().unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "daemon failed: {status}: {log}");
+        log
     }
 }
 
@@ -360,10 +364,13 @@ fn dpdk_testpmd_transmits_through_our_daemon() {
     let sock = dir.path().join("net.sock");
     let d = Daemon::spawn(&sock, &["--sink"]);
     // --no-huge: virtio_user shares testpmd's memory with the daemon through memfds, no
-    // hugepages needed. SIGINT after a few seconds makes testpmd print its totals and exit.
+    // hugepages needed. SIGINT after a few seconds makes testpmd print its totals and exit;
+    // SIGKILL 30 s later if it has not, so a stuck shutdown fails the test instead of hanging it.
     let prefix = format!("iopath-test-{}", std::process::id());
     let out = Command::new("timeout")
         .args([
+            "-k",
+            "30",
             "-s",
             "INT",
             "6",

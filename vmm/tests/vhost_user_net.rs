@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -22,24 +21,29 @@ const TESTPMD: &str = "/usr/bin/dpdk-testpmd";
 const SEED: u64 = 0x5eed_0e70;
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x0e, 0x70, 0x01];
 
-/// A backend process, killed when dropped.
+/// A backend process, killed when dropped. Its stderr goes to a file beside the socket, not a
+/// pipe nobody drains while the test runs (a full one would block the backend's logging).
 struct Backend {
     child: Child,
     socket: PathBuf,
+    log: PathBuf,
 }
 
 impl Backend {
     /// Starts `cmd` and waits for it to create `socket`.
     fn start(mut cmd: Command, socket: &Path, name: &str) -> Backend {
+        let log = socket.with_extension("log");
+        let stderr = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{log:?}: {e}"));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let mut b = Backend {
             child,
             socket: socket.to_path_buf(),
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !b.socket.exists() {
@@ -64,11 +68,7 @@ impl Backend {
     }
 
     fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use vhost_user_backend::VringState;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 /// Guest memory as the vhost-user memory table describes it.
@@ -82,10 +82,16 @@ impl Ring for VringRing<'_> {
     }
 
     fn pop_head(&mut self) -> Option<u16> {
-        self.state
-            .get_queue_mut()
-            .pop_descriptor_chain(self.mem.memory())
-            .map(|chain| chain.head_index())
+        // Not `pop_descriptor_chain`: it logs an error on every call while the driver's avail
+        // index is more than a ring ahead (a frontend tearing its rings down, or a hostile
+        // one), and a polling worker calls it in a loop.
+        match self.state.get_queue_mut().iter(self.mem.memory()) {
+            Ok(mut chains) => chains.next().map(|chain| chain.head_index()),
+            Err(e) => {
+                log::debug!("no chains from a broken ring: {e}");
+                None
+            }
+        }
     }
 
     fn add_used(&mut self, head: u16, len: u32) -> bool {
