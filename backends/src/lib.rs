@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod fd_stream;
 pub mod host_net;
 pub mod net;
 pub mod nvme;

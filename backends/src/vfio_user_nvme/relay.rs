@@ -9,11 +9,11 @@
 //! else is disconnected. Replies pass through unchanged.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::thread;
 
-use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+use crate::fd_stream::{read_exact_fds, u16_at, u32_at, write_all_fds};
 
 /// vfio-user message header: id u16, command u16, size u32, flags u32, error u32.
 const HEADER: usize = 16;
@@ -35,14 +35,6 @@ struct Message {
 pub enum Refusal {
     Size(usize),
     Malformed { command: u16 },
-}
-
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
 /// Whether `msg` (a whole message, header included) is one vfio_user 0.1.7 reads exactly to
@@ -87,37 +79,11 @@ pub fn vet(msg: &[u8]) -> Result<(), Refusal> {
     }
 }
 
-/// Reads exactly `buf.len()` bytes, collecting any descriptors that arrive with them.
-fn read_exact_fds(s: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        let mut iov = [libc::iovec {
-            iov_base: rest.as_mut_ptr().cast(),
-            iov_len: rest.len(),
-        }];
-        let mut raw = [-1 as RawFd; MAX_FDS];
-        // SAFETY: the iovec points at `rest`, which lives for the call; `raw` has room for
-        // MAX_FDS descriptors, and the count returned says how many were written.
-        let (n, nfds) = unsafe { s.recv_with_fds(&mut iov, &mut raw) }
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-        for &fd in &raw[..nfds.min(MAX_FDS)] {
-            // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
-            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        done += n;
-    }
-    Ok(())
-}
-
 /// Reads one whole message; `None` at a clean end of stream.
 fn read_message(s: &UnixStream, max: usize) -> io::Result<Option<Message>> {
     let mut fds = Vec::new();
     let mut header = [0u8; HEADER];
-    match read_exact_fds(s, &mut header, &mut fds) {
+    match read_exact_fds::<MAX_FDS>(s, &mut header, &mut fds) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         r => r?,
     }
@@ -130,25 +96,12 @@ fn read_message(s: &UnixStream, max: usize) -> io::Result<Option<Message>> {
     }
     let mut bytes = vec![0u8; size];
     bytes[..HEADER].copy_from_slice(&header);
-    read_exact_fds(s, &mut bytes[HEADER..], &mut fds)?;
+    read_exact_fds::<MAX_FDS>(s, &mut bytes[HEADER..], &mut fds)?;
     Ok(Some(Message { bytes, fds }))
 }
 
 fn write_message(s: &UnixStream, m: &Message) -> io::Result<()> {
-    let raw: Vec<RawFd> = m.fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let mut sent = 0;
-    while sent < m.bytes.len() {
-        // Descriptors travel with the first byte only.
-        let fds: &[RawFd] = if sent == 0 { &raw } else { &[] };
-        let n = s
-            .send_with_fds(&[&m.bytes[sent..]], fds)
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        sent += n;
-    }
-    Ok(())
+    write_all_fds(s, &m.bytes, &m.fds)
 }
 
 /// Relays one client connection to the server end until either side closes or the client
@@ -193,6 +146,10 @@ pub fn relay(client: UnixStream, server: UnixStream) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
     use super::*;
 
     fn header(command: u16, size: u32, flags: u32) -> Vec<u8> {

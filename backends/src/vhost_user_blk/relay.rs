@@ -25,12 +25,12 @@
 use std::fs::File;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
-use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+use crate::fd_stream::{read_exact_fds, u16_at, u32_at, write_all_fds};
 
 use super::inflight_region::{self, Geometry, Region};
 use crate::cli::error_chain;
@@ -112,51 +112,17 @@ impl Message {
     }
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
 fn u64_at(b: &[u8], o: usize) -> u64 {
     let mut v = [0u8; 8];
     v.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(v)
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-/// Reads exactly `buf.len()` bytes, collecting any descriptors that arrive with them.
-fn read_exact_fds(s: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        let mut iov = [libc::iovec {
-            iov_base: rest.as_mut_ptr().cast(),
-            iov_len: rest.len(),
-        }];
-        let mut raw = [-1 as RawFd; MAX_FDS];
-        // SAFETY: the iovec points at `rest`, which lives for the call; `raw` has room for
-        // MAX_FDS descriptors, and the count returned says how many were written.
-        let (n, nfds) = unsafe { s.recv_with_fds(&mut iov, &mut raw) }
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-        for &fd in &raw[..nfds.min(MAX_FDS)] {
-            // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
-            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        done += n;
-    }
-    Ok(())
-}
-
 /// Reads one whole message; `None` at a clean end of stream.
 pub fn read_message(s: &UnixStream) -> io::Result<Option<Message>> {
     let mut fds = Vec::new();
     let mut header = [0u8; HEADER];
-    match read_exact_fds(s, &mut header, &mut fds) {
+    match read_exact_fds::<MAX_FDS>(s, &mut header, &mut fds) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         r => r?,
     }
@@ -169,7 +135,7 @@ pub fn read_message(s: &UnixStream) -> io::Result<Option<Message>> {
     }
     let mut bytes = vec![0u8; HEADER + size];
     bytes[..HEADER].copy_from_slice(&header);
-    read_exact_fds(s, &mut bytes[HEADER..], &mut fds)?;
+    read_exact_fds::<MAX_FDS>(s, &mut bytes[HEADER..], &mut fds)?;
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -180,20 +146,7 @@ pub fn read_message(s: &UnixStream) -> io::Result<Option<Message>> {
 }
 
 pub fn write_message(s: &UnixStream, m: &Message) -> io::Result<()> {
-    let raw: Vec<RawFd> = m.fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let mut sent = 0;
-    while sent < m.bytes.len() {
-        // Descriptors travel with the first byte only.
-        let fds: &[RawFd] = if sent == 0 { &raw } else { &[] };
-        let n = s
-            .send_with_fds(&[&m.bytes[sent..]], fds)
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        sent += n;
-    }
-    Ok(())
+    write_all_fds(s, &m.bytes, &m.fds)
 }
 
 /// What to do with one frontend message.
@@ -453,6 +406,7 @@ pub fn relay(frontend: UnixStream, crate_end: UnixStream, device: &dyn Device, l
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::FromRawFd;
     use std::sync::atomic::{AtomicU16, Ordering};
 
     use super::*;
